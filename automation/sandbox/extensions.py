@@ -1,0 +1,11 @@
+"""The fidelity layer's behaviours, in the order they see a request (throttling first, as in AWS)."""
+from __future__ import annotations
+
+
+def all_extensions() -> list:
+    from .ec2_images import ImageFidelity
+    from .mgn import MgnService
+    from .sqs_move_tasks import MessageMoveTasks
+    from .throttling import Throttling
+
+    return [Throttling(), ImageFidelity(), MgnService(), MessageMoveTasks()]
