@@ -119,6 +119,7 @@ class Sandbox:
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._credentials: dict[str, dict[str, str]] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
 
     @staticmethod
     def _load_extensions() -> list[Extension]:
@@ -248,7 +249,11 @@ class Sandbox:
         return boto3.Session(region_name=region, **self.credentials(account_id))
 
     def client(self, service: str, account_id: str = SOURCE_ACCOUNT, region: str = DEFAULT_REGION) -> Any:
-        return self.session(account_id, region).client(service, endpoint_url=self.endpoint_url)
+        """A client acting as `account_id`; cached, since building one re-reads botocore's models (~50 ms)."""
+        key = (service, account_id, region)
+        if key not in self._clients:
+            self._clients[key] = self.session(account_id, region).client(service, endpoint_url=self.endpoint_url)
+        return self._clients[key]
 
     def environment(self, account_id: str = SOURCE_ACCOUNT, region: str = DEFAULT_REGION) -> dict[str, str]:
         """Environment variables under which unmodified boto3 code acts as `account_id` here."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.handlers import BUILTIN_HANDLERS
 from moto.core.botocore_stubber import MockRawResponse
+from moto.core.models import botocore_stubber
 
 from .wire import AwsRequest, AwsResponse
 
@@ -50,13 +51,23 @@ class InProcessHook:
             body=_body_bytes(request.body),
         )
         response = self.sandbox.handle(aws_request)
+        request.answered_by_sandbox = response is not None  # reset on every attempt: retries reuse the request
         if response is None:
             return None
         return AWSResponse(request.url, response.status, response.headers, MockRawResponse(response.body))
 
 
+def _moto_unless_answered(event_name: str, request: AWSPreparedRequest, **kwargs: Any) -> AWSResponse | None:
+    """botocore calls every before-send handler even once one has answered: moto must not also run
+    (and act on) a request the sandbox answered."""
+    if getattr(request, "answered_by_sandbox", False):
+        return None
+    return botocore_stubber(event_name, request, **kwargs)
+
+
 in_process_hook = InProcessHook()
 BUILTIN_HANDLERS.insert(0, ("before-send", in_process_hook))
+BUILTIN_HANDLERS[BUILTIN_HANDLERS.index(("before-send", botocore_stubber))] = ("before-send", _moto_unless_answered)
 
 
 class WsgiMiddleware:
@@ -108,7 +119,9 @@ class HttpServer:
         self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
         self.port = self._server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-http", daemon=True)
+        # a short poll interval: shutdown() waits up to one interval, once per test
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="sandbox-http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -1,0 +1,1 @@
+"""Everything that talks to AWS. boto3 appears nowhere else in chalicelib."""

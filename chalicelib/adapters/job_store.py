@@ -1,0 +1,100 @@
+"""Jobs in DynamoDB: one item per job, written only if the version read is still the version stored.
+
+Keys and index attributes are top-level attributes; the whole job is also kept as one JSON
+document, so a new field never needs a migration.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..domain.errors import AwsError
+from ..domain.model import Job, Status
+from .aws import aws_call
+
+WAVE_INDEX = "by-wave"
+IMAGE_INDEX = "by-image"
+
+
+class StaleJob(Exception):
+    """Someone else wrote the job since we read it: our step lost the race and must do nothing more."""
+
+
+class JobExists(Exception):
+    pass
+
+
+@dataclass
+class DynamoJobStore:
+    dynamodb: object
+    table_name: str
+    ttl_days: int = 90
+
+    def create(self, job: Job) -> None:
+        try:
+            with aws_call("dynamodb:PutItem"):
+                self.dynamodb.put_item(TableName=self.table_name, Item=self._item(job),
+                                       ConditionExpression="attribute_not_exists(job_id)")
+        except AwsError as error:
+            if error.code == "ConditionalCheckFailedException":
+                raise JobExists(job.job_id) from None
+            raise
+
+    def get(self, job_id: str) -> Job | None:
+        with aws_call("dynamodb:GetItem"):
+            item = self.dynamodb.get_item(TableName=self.table_name, Key={"job_id": {"S": job_id}},
+                                          ConsistentRead=True).get("Item")
+        return self._job(item) if item else None
+
+    def save(self, job: Job, read_version: int) -> None:
+        """Write `job` (whose version the caller has already bumped) if the stored one is still `read_version`."""
+        try:
+            with aws_call("dynamodb:PutItem"):
+                self.dynamodb.put_item(TableName=self.table_name, Item=self._item(job),
+                                       ConditionExpression="version = :read",
+                                       ExpressionAttributeValues={":read": {"N": str(read_version)}})
+        except AwsError as error:
+            if error.code == "ConditionalCheckFailedException":
+                raise StaleJob(job.job_id) from None
+            raise
+
+    def job_ids_awaiting(self, image_id: str) -> list[str]:
+        with aws_call("dynamodb:Query"):
+            items = self.dynamodb.query(
+                TableName=self.table_name, IndexName=IMAGE_INDEX,
+                KeyConditionExpression="awaited_image_id = :image",
+                ExpressionAttributeValues={":image": {"S": image_id}},
+            )["Items"]
+        return [item["job_id"]["S"] for item in items]
+
+    def jobs_of_wave(self, wave: str) -> Iterator[Job]:
+        request = {"TableName": self.table_name, "IndexName": WAVE_INDEX,
+                   "KeyConditionExpression": "wave = :wave", "ExpressionAttributeValues": {":wave": {"S": wave}}}
+        while True:
+            with aws_call("dynamodb:Query"):
+                page = self.dynamodb.query(**request)
+            yield from (self._job(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _item(self, job: Job) -> dict:
+        item = {
+            "job_id": {"S": job.job_id},
+            "wave": {"S": job.wave},
+            "stage": {"S": job.stage.value},
+            "status": {"S": job.status.value},
+            "version": {"N": str(job.version)},
+            "created_at": {"N": repr(job.created_at)},
+            "doc": {"S": json.dumps(job.to_dict(), sort_keys=True)},
+        }
+        if job.awaited_image_id and job.status is Status.RUNNING:
+            item["awaited_image_id"] = {"S": job.awaited_image_id}
+        if job.status.terminal:
+            item["expires_at"] = {"N": str(int(job.updated_at + self.ttl_days * 86400))}
+        return item
+
+    @staticmethod
+    def _job(item: dict) -> Job:
+        return Job.from_dict(json.loads(item["doc"]["S"]))

@@ -1,0 +1,151 @@
+"""The stage's settings, read from the environment Chalice sets from .chalice/config.json.
+
+Parsed and validated once per cold start; every problem is reported at once, at start, so a bad
+deploy fails loudly before it touches a wave rather than halfway through one.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from .domain.backoff import Backoff
+from .domain.model import Cleanup, Distribution, Target
+
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+ORGANIZATION_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
+OU_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}$")
+KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+))$")
+ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+LAUNCH_TYPES = {"CUTOVER", "TEST"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    queue_url: str
+    queue_arn: str
+    distribution: Distribution  # the default distribution, and the allow-list events are held to
+    role_name: str
+    external_id: str | None
+    launch_types: frozenset[str]
+    wait_for_post_launch_actions: bool
+    poll: Backoff
+    retry: Backoff
+    max_copy_attempts: int
+    max_stage_attempts: int
+    job_ttl_days: int
+
+    def allows(self, target: Target) -> bool:
+        return any(t.account_id == target.account_id and t.region == target.region for t in self.distribution.targets)
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    problems: list[str] = []
+
+    def required(name: str) -> str:
+        value = env.get(name, "").strip()
+        if not value:
+            problems.append(f"{name} is not set")
+        return value
+
+    def number(name: str, default: int, low: int, high: int) -> int:
+        raw = env.get(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not a whole number")
+            return default
+        if not low <= value <= high:
+            problems.append(f"{name}={value} is outside {low}..{high}")
+        return value
+
+    table = required("JOBS_TABLE")
+    queue_url = required("JOBS_QUEUE_URL")
+    queue_arn = required("JOBS_QUEUE_ARN")
+    role_name = required("CROSS_ACCOUNT_ROLE_NAME")
+    if role_name and not ROLE_NAME.match(role_name):
+        problems.append(f"CROSS_ACCOUNT_ROLE_NAME={role_name!r} is not an IAM role name")
+    distribution = _distribution(env.get("DISTRIBUTION", ""), problems)
+    launch_types = frozenset(t.strip().upper() for t in env.get("LAUNCH_TYPES", "CUTOVER").split(",") if t.strip())
+    if not launch_types or not launch_types <= LAUNCH_TYPES:
+        problems.append(f"LAUNCH_TYPES={env.get('LAUNCH_TYPES')!r}: use CUTOVER and/or TEST")
+    wait_flag = env.get("WAIT_FOR_POST_LAUNCH_ACTIONS", "false").lower()
+    if wait_flag not in ("true", "false"):
+        problems.append("WAIT_FOR_POST_LAUNCH_ACTIONS must be true or false")
+    poll_base = number("POLL_BASE_SECONDS", 30, 1, 900)
+    poll_max = number("POLL_MAX_SECONDS", 300, 1, 900)
+    retry_base = number("RETRY_BASE_SECONDS", 2, 1, 900)
+    retry_max = number("RETRY_MAX_SECONDS", 120, 1, 900)
+    max_copy_attempts = number("MAX_COPY_ATTEMPTS", 3, 1, 10)
+    max_stage_attempts = number("MAX_STAGE_ATTEMPTS", 8, 1, 100)
+    ttl_days = number("JOB_TTL_DAYS", 90, 1, 3650)
+    if problems:
+        raise ConfigError("invalid stage configuration:\n  - " + "\n  - ".join(problems))
+    return Settings(
+        table_name=table, queue_url=queue_url, queue_arn=queue_arn, distribution=distribution,
+        role_name=role_name, external_id=env.get("CROSS_ACCOUNT_EXTERNAL_ID") or None,
+        launch_types=launch_types, wait_for_post_launch_actions=wait_flag == "true",
+        poll=Backoff(poll_base, poll_max), retry=Backoff(retry_base, retry_max),
+        max_copy_attempts=max_copy_attempts, max_stage_attempts=max_stage_attempts, job_ttl_days=ttl_days,
+    )
+
+
+def _distribution(raw: str, problems: list[str]) -> Distribution:
+    if not raw.strip():
+        problems.append("DISTRIBUTION is not set")
+        return Distribution(targets=())
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError as error:
+        problems.append(f"DISTRIBUTION is not JSON: {error}")
+        return Distribution(targets=())
+    if not isinstance(spec, dict):
+        problems.append("DISTRIBUTION must be a JSON object")
+        return Distribution(targets=())
+    targets = []
+    for index, item in enumerate(spec.get("targets") or []):
+        where = f"DISTRIBUTION.targets[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where} must be an object")
+            continue
+        account, region, key = str(item.get("accountId", "")), str(item.get("region", "")), item.get("kmsKeyId")
+        if not ACCOUNT_ID.match(account):
+            problems.append(f"{where}.accountId={account!r} is not a 12-digit account ID")
+        if not REGION.match(region):
+            problems.append(f"{where}.region={region!r} is not a region")
+        copy = item.get("copy", True)
+        if copy and not (isinstance(key, str) and KMS_KEY.match(key)):
+            problems.append(f"{where}.kmsKeyId must be the target's KMS key ARN (a copy is re-encrypted with it)")
+        if isinstance(key, str) and KMS_KEY.match(key) and (key.split(":")[4] != account or key.split(":")[3] != region):
+            problems.append(f"{where}.kmsKeyId must be a key of account {account} in {region}")
+        targets.append(Target(account, region, key, bool(copy)))
+    if not targets:
+        problems.append("DISTRIBUTION.targets must name at least one target account and region")
+    keys = [t.key for t in targets]
+    if len(set(keys)) != len(keys):
+        problems.append("DISTRIBUTION.targets names an account and region twice")
+    orgs = tuple(spec.get("organizationArns") or ())
+    units = tuple(spec.get("organizationalUnitArns") or ())
+    problems.extend(f"DISTRIBUTION.organizationArns: {a!r} is not an organization ARN" for a in orgs if not ORGANIZATION_ARN.match(str(a)))
+    problems.extend(f"DISTRIBUTION.organizationalUnitArns: {a!r} is not an OU ARN" for a in units if not OU_ARN.match(str(a)))
+    if "all" in {str(a).lower() for a in orgs + units} or spec.get("public"):
+        problems.append("DISTRIBUTION may never make an image public")
+    cleanup_spec = spec.get("cleanup") or {}
+    cleanup = Cleanup(
+        deregister_image=bool(cleanup_spec.get("deregisterImage", False)),
+        delete_snapshots=bool(cleanup_spec.get("deleteSnapshots", False)),
+        terminate_instance=bool(cleanup_spec.get("terminateInstance", False)),
+    )
+    shared_only = [t.key for t in targets if not t.copy]
+    if cleanup.any and shared_only:
+        problems.append(f"DISTRIBUTION.cleanup would remove the AMI shared with {shared_only} (they get no copy)")
+    if cleanup.delete_snapshots and not cleanup.deregister_image:
+        problems.append("DISTRIBUTION.cleanup.deleteSnapshots needs deregisterImage (a registered AMI keeps its snapshots in use)")
+    return Distribution(tuple(targets), orgs, units, cleanup)

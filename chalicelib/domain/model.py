@@ -1,0 +1,221 @@
+"""What a distribution job is: where it stands, what it made, what went wrong.
+
+A job is one (instance, distribution) pair. It moves through `Stage`s one step per message;
+`version` and `token` implement the message protocol described in service.py.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Stage(str, Enum):
+    WAIT_LAUNCH = "WAIT_LAUNCH"
+    CREATE_IMAGE = "CREATE_IMAGE"
+    WAIT_IMAGE = "WAIT_IMAGE"
+    SHARE = "SHARE"
+    COPY = "COPY"
+    WAIT_COPY = "WAIT_COPY"
+    CLEANUP = "CLEANUP"
+    DONE = "DONE"
+
+
+class Status(str, Enum):
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not Status.RUNNING
+
+
+class Reason(str, Enum):
+    """Why a job FAILED: machine-readable, stable (operators and alarms key on these)."""
+
+    INSTANCE_NOT_FOUND = "INSTANCE_NOT_FOUND"
+    AWS_MANAGED_KEY = "AWS_MANAGED_KEY"
+    SOURCE_KEY_UNUSABLE = "SOURCE_KEY_UNUSABLE"
+    IMAGE_FAILED = "IMAGE_FAILED"
+    SHARE_REFUSED = "SHARE_REFUSED"
+    ASSUME_ROLE_DENIED = "ASSUME_ROLE_DENIED"
+    COPY_REFUSED = "COPY_REFUSED"
+    COPY_FAILED = "COPY_FAILED"
+    CLEANUP_REFUSED = "CLEANUP_REFUSED"
+    LAUNCH_NOT_FOUND = "LAUNCH_NOT_FOUND"
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination of the copy: an account in a region, re-encrypted with that region's key."""
+
+    account_id: str
+    region: str
+    kms_key_id: str | None = None
+    copy: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    deregister_image: bool = False
+    delete_snapshots: bool = False
+    terminate_instance: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.deregister_image or self.delete_snapshots or self.terminate_instance
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Where a job's AMI goes: Image Builder's distribution shape, cut to what this service does."""
+
+    targets: tuple[Target, ...]
+    organization_arns: tuple[str, ...] = ()
+    organizational_unit_arns: tuple[str, ...] = ()
+    cleanup: Cleanup = Cleanup()
+
+    @property
+    def share_accounts(self) -> tuple[str, ...]:
+        return tuple(sorted({t.account_id for t in self.targets}))
+
+    @property
+    def copy_targets(self) -> tuple[Target, ...]:
+        return tuple(t for t in self.targets if t.copy)
+
+    def fingerprint(self) -> str:
+        """Stable identity of the distribution: one job per (instance, distribution)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+
+
+@dataclass
+class TargetCopy:
+    account_id: str
+    region: str
+    image_id: str | None = None
+    state: str | None = None  # the copy's image state as last seen
+    attempts: int = 0  # CopyImage attempts (a failed copy is retried with a fresh ClientToken)
+
+    @property
+    def key(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+
+@dataclass
+class ErrorRecord:
+    code: str
+    message: str
+    stage: str
+    at: float
+
+
+@dataclass
+class Transition:
+    stage: str
+    status: str
+    at: float
+    note: str = ""
+
+
+@dataclass
+class Job:
+    job_id: str
+    wave: str
+    source_account: str
+    region: str
+    instance_id: str
+    distribution: Distribution
+    source_server_id: str | None = None
+    mgn_job_id: str | None = None
+    launch_type: str | None = None
+    stage: Stage = Stage.CREATE_IMAGE
+    status: Status = Status.RUNNING
+    version: int = 1
+    token: str = ""
+    source_image_id: str | None = None
+    snapshot_ids: list[str] = field(default_factory=list)
+    copies: dict[str, TargetCopy] = field(default_factory=dict)
+    attempt: int = 0  # consecutive retries of the current stage (backoff grows with it)
+    polls: int = 0  # polls of the current wait (poll backoff grows with it)
+    reason: Reason | None = None
+    last_error: ErrorRecord | None = None
+    history: list[Transition] = field(default_factory=list)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    next_wake_at: float | None = None
+    awaited_image_id: str | None = None  # the image whose state change wakes this job (GSI)
+
+    @staticmethod
+    def make_id(instance_id: str, distribution: Distribution) -> str:
+        return f"{instance_id}-{distribution.fingerprint()}"
+
+    @property
+    def image_name(self) -> str:
+        """Deterministic, so a re-run adopts the AMI it made instead of making a second one.
+        AMI names are 3-128 chars of [A-Za-z0-9()[] ./'@_-]; the job ID fits."""
+        return f"ami-distributor-{self.job_id}"
+
+    def copy_for(self, target: Target) -> TargetCopy:
+        return self.copies.setdefault(target.key, TargetCopy(target.account_id, target.region))
+
+    def client_token(self, target: Target) -> str:
+        """CopyImage idempotency: the same (job, target, attempt) never makes a second copy."""
+        attempt = self.copy_for(target).attempts
+        return hashlib.sha256(f"{self.job_id}|{target.key}|{attempt}".encode()).hexdigest()[:64]
+
+    # transitions: every change of stage or status goes through these, so history is complete
+    def move_to(self, stage: Stage, now: float, note: str = "") -> None:
+        self.stage = stage
+        self.attempt = 0
+        self.polls = 0
+        self.history.append(Transition(stage.value, self.status.value, now, note))
+
+    def finish(self, now: float) -> None:
+        self.status = Status.DONE
+        self.stage = Stage.DONE
+        self.awaited_image_id = None
+        self.history.append(Transition(Stage.DONE.value, Status.DONE.value, now))
+
+    def fail(self, reason: Reason, code: str, message: str, now: float) -> None:
+        self.status = Status.FAILED
+        self.reason = reason
+        self.last_error = ErrorRecord(code, message, self.stage.value, now)
+        self.awaited_image_id = None
+        self.history.append(Transition(self.stage.value, Status.FAILED.value, now, f"{reason.value}: {code}"))
+
+    def cancel(self, now: float, note: str = "") -> None:
+        self.status = Status.CANCELLED
+        self.awaited_image_id = None
+        self.history.append(Transition(self.stage.value, Status.CANCELLED.value, now, note))
+
+    def note_error(self, code: str, message: str, now: float) -> None:
+        self.last_error = ErrorRecord(code, message, self.stage.value, now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        values = dict(data)
+        spec = values["distribution"]
+        values["distribution"] = Distribution(
+            targets=tuple(Target(**t) for t in spec["targets"]),
+            organization_arns=tuple(spec.get("organization_arns", ())),
+            organizational_unit_arns=tuple(spec.get("organizational_unit_arns", ())),
+            cleanup=Cleanup(**spec.get("cleanup", {})),
+        )
+        values["stage"] = Stage(values["stage"])
+        values["status"] = Status(values["status"])
+        values["reason"] = Reason(values["reason"]) if values.get("reason") else None
+        values["copies"] = {k: TargetCopy(**v) for k, v in values.get("copies", {}).items()}
+        values["last_error"] = ErrorRecord(**values["last_error"]) if values.get("last_error") else None
+        values["history"] = [Transition(**t) for t in values.get("history", [])]
+        return cls(**values)

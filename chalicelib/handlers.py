@@ -1,0 +1,50 @@
+"""What each Lambda function does with its event: parse, call the use case, report. app.py only routes here."""
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from . import bootstrap
+from .events import InvalidEvent, parse_job_message
+from .service import logger, metrics
+
+
+def on_mgn_event(event: dict, request_id: str) -> dict:
+    try:
+        return bootstrap.container().intake.handle(event, request_id)
+    finally:
+        metrics.flush_metrics()
+
+
+def on_ami_event(event: dict, request_id: str) -> dict:
+    try:
+        return bootstrap.container().waker.handle(event, request_id)
+    finally:
+        metrics.flush_metrics()
+
+
+def advance_jobs(event: dict, context: Any) -> dict:
+    advancer = bootstrap.container().advancer
+
+    def advance_one(record: SQSRecord) -> str:
+        try:
+            message = parse_job_message(record.body)
+        except InvalidEvent as error:
+            logger.error("malformed job message", extra={"message_id": record.message_id, "error": str(error)})
+            raise
+        logger.append_keys(job_id=message.job_id)
+        try:
+            outcome = advancer.handle(message, f"{record.message_id}:{record.receipt_handle}")
+            logger.info("job advanced", extra={"outcome": outcome, "version": message.version})
+            return outcome
+        finally:
+            logger.remove_keys(["job_id"])
+
+    try:
+        # a batch whose every record failed is reported like any other, not raised as a whole-batch retry
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        return process_partial_response(event=event, record_handler=advance_one, processor=processor, context=context)
+    finally:
+        metrics.flush_metrics()

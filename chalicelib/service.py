@@ -1,0 +1,397 @@
+"""The use cases the handlers call: take in launches, advance a job one stage, wake a waiting job.
+
+The message protocol (why no job is lost and no work is done twice):
+- A job item carries `version` and `token`; a message names the (version, token) it expects.
+- Advancing: read the job; a message for an older version, or the right version with another
+  token, is stale and dropped; one for a newer version is early (its sender has not written yet)
+  and is retried by SQS. A current message does one stage, then SENDS the follow-up message
+  (version + 1, a fresh token) and only then WRITES the job, conditional on the version read. A
+  crash in between leaves an orphan message that will be stale, and the job at the old version
+  with its old message still in SQS: that message is redelivered and the stage (idempotent) is
+  done again. A lost race leaves only an orphan. So every running job always has exactly one
+  message that can advance it: in the queue, in flight, or in the DLQ.
+- Intake writes the job first (conditional put) and then sends; a redelivered event finds the job
+  and re-sends its first message, which at worst duplicates it (the duplicate goes stale).
+- Every stage is idempotent: CreateImage by name, CopyImage by ClientToken, shares and cleanup
+  treat "already so" as done.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from .adapters.ec2 import Ec2Images
+from .adapters.job_store import DynamoJobStore, JobExists, StaleJob
+from .adapters.mgn import MgnLaunches
+from .adapters.queue import JobQueue
+from .adapters.sessions import CrossAccountSessions
+from .config import Settings
+from .domain.errors import AwsError, Kind
+from .domain.model import Distribution, Job, Reason, Stage, Status, Target
+from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage, LaunchResult,
+                     parse_ami_event, parse_intake)
+
+logger = Logger(service="ami-distributor")
+metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
+
+WAKE_DELAY_S = 1  # lets the waker's own write land before its message is read
+
+
+class EarlyMessage(Exception):
+    """The message names a version its sender has not written yet: SQS will deliver it again."""
+
+
+@dataclass
+class Ports:
+    """What the use cases need from the outside world, wired in bootstrap.py."""
+
+    store: DynamoJobStore
+    queue: JobQueue
+    source_ec2: Ec2Images
+    targets: CrossAccountSessions
+    mgn: MgnLaunches
+    now: Callable[[], float]
+    draw: Callable[[], float]  # uniform [0, 1): backoff jitter
+
+
+def new_token(*parts: Any) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+class Intake:
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.settings, self.ports = settings, ports
+
+    def handle(self, event: Any, request_id: str = "") -> dict:
+        try:
+            request = parse_intake(event)
+            jobs = self._jobs_for(request)
+        except InvalidEvent as error:
+            logger.error("event rejected", extra={"error": str(error)})
+            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+            return {"rejected": str(error)}
+        if not jobs:
+            return {"created": [], "existing": []}
+        created, existing, to_send = [], [], []
+        for job in jobs:
+            job.token = new_token(job.job_id, 1, request_id)
+            try:
+                self.ports.store.create(job)
+                created.append(job.job_id)
+                to_send.append(job)
+            except JobExists:
+                existing.append(job.job_id)
+                stored = self.ports.store.get(job.job_id)
+                if stored and stored.version == 1 and stored.status is Status.RUNNING:
+                    to_send.append(stored)  # our earlier try may have died before sending
+        self.ports.queue.send([(JobMessage(j.job_id, j.version, j.token), 0) for j in to_send])
+        metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=len(created))
+        logger.info("jobs taken in", extra={"jobs_created": created, "jobs_existing": existing})
+        return {"created": created, "existing": existing}
+
+    def _jobs_for(self, request: LaunchResult | DistributeRequest) -> list[Job]:
+        now = self.ports.now()
+        if isinstance(request, LaunchResult):
+            if not request.succeeded:
+                logger.warning("launch failed; no job", extra={"source_server_id": request.source_server_id,
+                                                                "mgn_job_id": request.mgn_job_id, "state": request.state})
+                metrics.add_metric(name="LaunchesFailed", unit=MetricUnit.Count, value=1)
+                return []
+            if request.launch_type not in self.settings.launch_types:
+                logger.info("launch type not distributed by this stage", extra={"state": request.state})
+                return []
+            launch = self.ports.mgn.launch(request.mgn_job_id, request.source_server_id)
+            if not launch.instance_id:
+                raise InvalidEvent(f"MGN job {request.mgn_job_id} launched no instance for {request.source_server_id}")
+            distribution = self.settings.distribution
+            return [self._new_job(launch.instance_id, request.mgn_job_id, distribution, request.region,
+                                  request.account, now, source_server_id=request.source_server_id,
+                                  mgn_job_id=request.mgn_job_id, launch_type=request.launch_type)]
+        distribution = narrow(self.settings, request.distribution)
+        return [self._new_job(instance_id, request.wave, distribution, request.region, request.account, now)
+                for instance_id in request.instance_ids]
+
+    def _new_job(self, instance_id: str, wave: str, distribution: Distribution, region: str, account: str,
+                 now: float, **launch: Any) -> Job:
+        first = Stage.WAIT_LAUNCH if (self.settings.wait_for_post_launch_actions and launch) else Stage.CREATE_IMAGE
+        job = Job(job_id=Job.make_id(instance_id, distribution), wave=wave, source_account=account, region=region,
+                  instance_id=instance_id, distribution=distribution, stage=first, created_at=now, updated_at=now,
+                  **launch)
+        job.move_to(first, now, "created")
+        return job
+
+
+def narrow(settings: Settings, spec: dict | None) -> Distribution:
+    """An event may ask for part of the stage's distribution, never for more."""
+    allowed = settings.distribution
+    if spec is None:
+        return allowed
+    targets = []
+    for item in spec.get("targets") or []:
+        if not isinstance(item, dict):
+            raise InvalidEvent("distribution.targets entries must be objects")
+        account, region = str(item.get("accountId", "")), str(item.get("region", ""))
+        match = next((t for t in allowed.targets if t.account_id == account and t.region == region), None)
+        if match is None:
+            raise InvalidEvent(f"target {account}/{region} is not in this stage's allow-list")
+        targets.append(replace(match, copy=bool(item.get("copy", match.copy))))
+    for key, permitted in (("organizationArns", allowed.organization_arns),
+                           ("organizationalUnitArns", allowed.organizational_unit_arns)):
+        outside = [a for a in spec.get(key) or [] if a not in permitted]
+        if outside:
+            raise InvalidEvent(f"distribution.{key} {outside!r} are not in this stage's allow-list")
+    if not targets and not spec.get("organizationArns") and not spec.get("organizationalUnitArns"):
+        raise InvalidEvent("distribution names no target")
+    return Distribution(tuple(targets), tuple(spec.get("organizationArns") or ()),
+                        tuple(spec.get("organizationalUnitArns") or ()), allowed.cleanup)
+
+
+class Advancer:
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.settings, self.ports = settings, ports
+        self._stages: dict[Stage, Callable[[Job], int | None]] = {
+            Stage.WAIT_LAUNCH: self._wait_launch,
+            Stage.CREATE_IMAGE: self._create_image,
+            Stage.WAIT_IMAGE: self._wait_image,
+            Stage.SHARE: self._share,
+            Stage.COPY: self._copy,
+            Stage.WAIT_COPY: self._wait_copy,
+            Stage.CLEANUP: self._cleanup,
+        }
+
+    def handle(self, message: JobMessage, delivery_id: str) -> str:
+        """Advance the message's job by one stage; returns what happened (for logs and tests)."""
+        job = self.ports.store.get(message.job_id)
+        if job is None:
+            raise EarlyMessage(f"job {message.job_id} does not exist (yet)")
+        if job.status.terminal:
+            return f"dropped: job is {job.status.value}"
+        if message.version > job.version:
+            raise EarlyMessage(f"message for version {message.version}, job is at {job.version}")
+        if message.version < job.version or message.token != job.token:
+            return "dropped: stale message"
+        read_version = job.version
+        delay = self._step(job)
+        job.version += 1
+        job.token = new_token(job.job_id, job.version, delivery_id)
+        job.updated_at = self.ports.now()
+        if delay is not None:
+            job.next_wake_at = job.updated_at + delay
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), delay)])
+        try:
+            self.ports.store.save(job, read_version)
+        except StaleJob:
+            return "dropped: lost the race to another consumer"
+        self._record(job)
+        return f"{job.status.value} {job.stage.value}"
+
+    def _step(self, job: Job) -> int | None:
+        """One stage; returns the follow-up delay, or None once the job is terminal."""
+        stage = job.stage
+        try:
+            return self._stages[stage](job)
+        except AwsError as error:
+            return self._on_error(job, error)
+
+    def _on_error(self, job: Job, error: AwsError) -> int | None:
+        now = self.ports.now()
+        if error.kind in (Kind.THROTTLED, Kind.BUSY):
+            # never a failure: AWS is pacing us or has no capacity yet
+            metrics.add_metric(name="Throttled" if error.kind is Kind.THROTTLED else "WaitingForCapacity",
+                               unit=MetricUnit.Count, value=1)
+            job.attempt += 1
+            return self.settings.retry.delay(job.attempt, self.ports.draw())
+        job.note_error(error.code, error.message, now)
+        if error.kind is Kind.TRANSIENT and job.attempt < self.settings.max_stage_attempts:
+            job.attempt += 1
+            return self.settings.retry.delay(job.attempt, self.ports.draw())
+        if error.kind is Kind.TRANSIENT:
+            reason = Reason.RETRIES_EXHAUSTED
+        elif error.operation == "sts:AssumeRole":
+            reason = Reason.ASSUME_ROLE_DENIED
+        else:
+            reason = _STAGE_FAILURE[job.stage]
+        job.fail(reason, error.code, f"{error.operation}: {error.message}", now)
+        return None
+
+    def _poll(self, job: Job) -> int:
+        job.polls += 1
+        return self.settings.poll.delay(job.polls - 1, self.ports.draw())
+
+    # stages -------------------------------------------------------------------------------
+    def _wait_launch(self, job: Job) -> int | None:
+        launch = self.ports.mgn.launch(job.mgn_job_id or "", job.source_server_id or "")
+        if not launch.post_launch_actions_done:
+            return self._poll(job)
+        job.move_to(Stage.CREATE_IMAGE, self.ports.now(), "post-launch actions finished")
+        return 0
+
+    def _create_image(self, job: Job) -> int | None:
+        now = self.ports.now()
+        try:
+            volumes = self.ports.source_ec2.instance_volumes(job.instance_id)
+        except AwsError as error:
+            if error.kind is Kind.GONE:
+                job.fail(Reason.INSTANCE_NOT_FOUND, error.code, f"instance {job.instance_id} no longer exists", now)
+                return None
+            raise
+        for volume in volumes:
+            if volume.encrypted and (volume.kms_key_id is None
+                                     or self.ports.source_ec2.key_manager(volume.kms_key_id) == "AWS"):
+                job.fail(Reason.AWS_MANAGED_KEY, "AwsManagedKey",
+                         f"volume {volume.volume_id} of {job.instance_id} is encrypted with the AWS-managed key "
+                         f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
+                         f"KMS key in the MGN launch settings (EBS encryption) and launch again.", now)
+                return None
+        tags = {"ami-distributor:job-id": job.job_id, "ami-distributor:wave": job.wave,
+                "ami-distributor:instance-id": job.instance_id}
+        if job.source_server_id:
+            tags["ami-distributor:source-server-id"] = job.source_server_id
+        job.source_image_id = self.ports.source_ec2.create_image(job.instance_id, job.image_name, tags)
+        job.awaited_image_id = job.source_image_id
+        job.move_to(Stage.WAIT_IMAGE, now, job.source_image_id)
+        return self._poll(job)
+
+    def _wait_image(self, job: Job) -> int | None:
+        image = self.ports.source_ec2.images([job.source_image_id])[job.source_image_id]
+        now = self.ports.now()
+        if image.state == "available":
+            job.snapshot_ids = list(image.snapshot_ids)
+            job.awaited_image_id = None
+            job.move_to(Stage.SHARE, now)
+            return 0
+        if image.state in ("pending", "transient"):
+            return self._poll(job)
+        job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}", image.reason or f"source image is {image.state}", now)
+        return None
+
+    def _share(self, job: Job) -> int | None:
+        spec = job.distribution
+        self.ports.source_ec2.share(job.source_image_id, job.snapshot_ids, spec.share_accounts,
+                                    spec.organization_arns, spec.organizational_unit_arns)
+        return self._after_targets(job, Stage.COPY if spec.copy_targets else None)
+
+    def _copy(self, job: Job) -> int | None:
+        for target in job.distribution.copy_targets:
+            copy = job.copy_for(target)
+            if copy.image_id:
+                continue  # made by an earlier (throttled) try of this stage
+            copy.image_id = self._target_ec2(job, target).copy_image(
+                source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
+                kms_key_id=target.kms_key_id, client_token=job.client_token(target),
+                description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
+            )
+            copy.state = "pending"
+        job.awaited_image_id = next(c.image_id for c in job.copies.values())
+        job.move_to(Stage.WAIT_COPY, self.ports.now())
+        return self._poll(job)
+
+    def _wait_copy(self, job: Job) -> int | None:
+        now = self.ports.now()
+        for target in job.distribution.copy_targets:
+            copy = job.copy_for(target)
+            if copy.state != "available":
+                copy.state = self._target_ec2(job, target).images([copy.image_id])[copy.image_id].state
+        failed = [t for t in job.distribution.copy_targets if job.copy_for(t).state not in ("pending", "available")]
+        for target in failed:
+            copy = job.copy_for(target)
+            if copy.attempts + 1 >= self.settings.max_copy_attempts:
+                job.fail(Reason.COPY_FAILED, f"Image.{copy.state}",
+                         f"copy {copy.image_id} in {target.key} is {copy.state} after {copy.attempts + 1} attempts", now)
+                return None
+        if failed:
+            for target in failed:
+                copy = job.copy_for(target)
+                self._target_ec2(job, target).deregister(copy.image_id)  # frees the name for the next attempt
+                copy.attempts, copy.image_id, copy.state = copy.attempts + 1, None, None
+            job.move_to(Stage.COPY, now, f"retrying {len(failed)} failed copies")
+            return self.settings.retry.delay(1, self.ports.draw())
+        pending = [c for c in job.copies.values() if c.state == "pending"]
+        if pending:
+            job.awaited_image_id = pending[0].image_id
+            return self._poll(job)
+        job.awaited_image_id = None
+        return self._after_targets(job, None)
+
+    def _after_targets(self, job: Job, next_stage: Stage | None) -> int | None:
+        now = self.ports.now()
+        if next_stage is None:
+            next_stage = Stage.CLEANUP if job.distribution.cleanup.any else None
+        if next_stage is None:
+            job.finish(now)
+            return None
+        job.move_to(next_stage, now)
+        return 0
+
+    def _cleanup(self, job: Job) -> int | None:
+        # Only reached from WAIT_COPY once every copy was seen available (or with no copies at all).
+        cleanup, ec2 = job.distribution.cleanup, self.ports.source_ec2
+        if cleanup.deregister_image:
+            ec2.deregister(job.source_image_id)
+        if cleanup.delete_snapshots:
+            for snapshot_id in job.snapshot_ids:
+                ec2.delete_snapshot(snapshot_id)
+        if cleanup.terminate_instance:
+            ec2.terminate(job.instance_id)
+        job.finish(self.ports.now())
+        return None
+
+    def _target_ec2(self, job: Job, target: Target) -> Ec2Images:
+        return Ec2Images(self.ports.targets.ec2(target.account_id, target.region, job.job_id))
+
+    def _record(self, job: Job) -> None:
+        if job.status is Status.DONE:
+            metrics.add_metric(name="JobsDone", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="JobSeconds", unit=MetricUnit.Seconds, value=job.updated_at - job.created_at)
+        elif job.status is Status.FAILED:
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+            logger.warning("job failed", extra={"reason": job.reason.value, "error": job.last_error.code})
+        transitions = job.history[-2:]
+        if len(transitions) == 2 and transitions[1].stage != transitions[0].stage:
+            metrics.add_metric(name=f"{transitions[0].stage}Seconds", unit=MetricUnit.Seconds,
+                               value=transitions[1].at - transitions[0].at)
+
+
+_STAGE_FAILURE = {
+    Stage.WAIT_LAUNCH: Reason.LAUNCH_NOT_FOUND,
+    Stage.CREATE_IMAGE: Reason.IMAGE_FAILED,
+    Stage.WAIT_IMAGE: Reason.IMAGE_FAILED,
+    Stage.SHARE: Reason.SHARE_REFUSED,
+    Stage.COPY: Reason.COPY_REFUSED,
+    Stage.WAIT_COPY: Reason.COPY_FAILED,
+    Stage.CLEANUP: Reason.CLEANUP_REFUSED,
+}
+
+
+class Waker:
+    """The fast path: an image changed state, so the job waiting on it looks now instead of at its next poll."""
+
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+
+    def handle(self, event: Any, request_id: str = "") -> dict:
+        try:
+            change: AmiStateChange = parse_ami_event(event)
+        except InvalidEvent as error:
+            logger.error("event rejected", extra={"error": str(error)})
+            return {"rejected": str(error)}
+        woken = []
+        for job_id in self.ports.store.job_ids_awaiting(change.image_id):
+            job = self.ports.store.get(job_id)
+            if job is None or job.status.terminal or job.awaited_image_id != change.image_id:
+                continue
+            read_version = job.version
+            job.version += 1
+            job.token = new_token(job.job_id, job.version, request_id, change.image_id)
+            job.updated_at = job.next_wake_at = self.ports.now()
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), WAKE_DELAY_S)])
+            try:
+                self.ports.store.save(job, read_version)
+                woken.append(job_id)
+            except StaleJob:
+                pass  # the job moved on by itself
+        return {"image_id": change.image_id, "state": change.state, "woken": woken}

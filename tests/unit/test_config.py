@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from automation.stages import function_environment, stage_names
+from chalicelib.config import ConfigError, load
+
+
+def env(**overrides):
+    base = {
+        "JOBS_TABLE": "jobs", "JOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/111111111111/jobs",
+        "JOBS_QUEUE_ARN": "arn:aws:sqs:us-east-1:111111111111:jobs", "CROSS_ACCOUNT_ROLE_NAME": "CopyRole",
+        "DISTRIBUTION": json.dumps({"targets": [{"accountId": "222222222222", "region": "us-east-1",
+                                                 "kmsKeyId": "arn:aws:kms:us-east-1:222222222222:alias/k"}]}),
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize("stage", stage_names())
+def test_every_configured_stage_is_valid(stage):
+    settings = load(function_environment(stage))
+    assert settings.distribution.targets
+    assert all(t.kms_key_id for t in settings.distribution.copy_targets)
+
+
+def test_defaults_act_on_cutover_launches_only():
+    settings = load(env())
+    assert settings.launch_types == {"CUTOVER"}
+    assert not settings.distribution.cleanup.any
+
+
+def test_every_problem_is_reported_at_once():
+    bad = env(JOBS_TABLE=None, POLL_MAX_SECONDS="3600", DISTRIBUTION=json.dumps({"targets": [
+        {"accountId": "12345", "region": "moon-1", "kmsKeyId": "alias/aws/ebs"}]}))
+    with pytest.raises(ConfigError) as raised:
+        load(bad)
+    message = str(raised.value)
+    for fragment in ("JOBS_TABLE is not set", "POLL_MAX_SECONDS=3600", "'12345' is not a 12-digit",
+                     "'moon-1' is not a region", "kmsKeyId must be the target's KMS key ARN"):
+        assert fragment in message
+
+
+@pytest.mark.parametrize("distribution, fragment", [
+    ({"targets": []}, "at least one target"),
+    ({"targets": [{"accountId": "222222222222", "region": "us-east-1",
+                   "kmsKeyId": "arn:aws:kms:us-east-1:333333333333:alias/k"}]}, "must be a key of account 222222222222"),
+    ({"targets": [{"accountId": "222222222222", "region": "us-east-1", "copy": False}],
+      "organizationArns": ["all"]}, "never make an image public"),
+    ({"targets": [{"accountId": "222222222222", "region": "us-east-1", "copy": False}],
+      "cleanup": {"deregisterImage": True}}, "would remove the AMI shared"),
+    ({"targets": [{"accountId": "222222222222", "region": "us-east-1",
+                   "kmsKeyId": "arn:aws:kms:us-east-1:222222222222:alias/k"}],
+      "cleanup": {"deleteSnapshots": True}}, "needs deregisterImage"),
+])
+def test_unsafe_or_malformed_distributions_are_refused(distribution, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load(env(DISTRIBUTION=json.dumps(distribution)))

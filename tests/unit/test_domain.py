@@ -1,0 +1,49 @@
+from chalicelib.domain.backoff import SQS_MAX_DELAY_S, Backoff
+from chalicelib.domain.errors import Kind, classify
+from chalicelib.domain.model import Cleanup, Distribution, Job, Reason, Stage, Status, Target
+
+DISTRIBUTION = Distribution((Target("222222222222", "us-east-1", "arn:aws:kms:us-east-1:222222222222:alias/k"),),
+                            cleanup=Cleanup(True, True, True))
+
+
+def test_backoff_grows_then_caps_within_sqs_limits():
+    backoff = Backoff(base_s=30, cap_s=300, jitter=0.5)
+    ceilings = [backoff.delay(attempt, draw=0.0) for attempt in range(8)]
+    assert ceilings == [30, 60, 120, 240, 300, 300, 300, 300]
+    assert backoff.delay(3, draw=1.0) == 120  # jitter takes up to half off
+    assert Backoff(600, 5000).delay(5, 0.0) == SQS_MAX_DELAY_S
+
+
+def test_errors_are_classified_once():
+    assert classify("RequestLimitExceeded") is Kind.THROTTLED
+    assert classify("ProvisionedThroughputExceededException") is Kind.THROTTLED
+    assert classify("ResourceLimitExceeded") is Kind.BUSY
+    assert classify("InvalidInstanceID.NotFound") is Kind.GONE
+    assert classify("AccessDenied") is Kind.DENIED
+    assert classify("SomethingNew") is Kind.INVALID
+
+
+def test_job_id_is_one_per_instance_and_distribution():
+    other = Distribution((Target("333333333333", "us-east-1", "arn:aws:kms:us-east-1:333333333333:alias/k"),))
+    assert Job.make_id("i-1", DISTRIBUTION) == Job.make_id("i-1", DISTRIBUTION)
+    assert Job.make_id("i-1", DISTRIBUTION) != Job.make_id("i-1", other)
+
+
+def test_copy_client_token_changes_only_with_the_attempt():
+    job = Job("j", "w", "111111111111", "us-east-1", "i-1", DISTRIBUTION)
+    target = DISTRIBUTION.targets[0]
+    first = job.client_token(target)
+    assert job.client_token(target) == first
+    job.copy_for(target).attempts += 1
+    assert job.client_token(target) != first
+
+
+def test_job_round_trips_through_its_record():
+    job = Job("j", "w", "111111111111", "us-east-1", "i-1", DISTRIBUTION, source_server_id="s-1")
+    job.move_to(Stage.WAIT_IMAGE, 10.0, "ami-1")
+    job.copy_for(DISTRIBUTION.targets[0]).image_id = "ami-2"
+    job.fail(Reason.COPY_FAILED, "Image.failed", "copy failed", 20.0)
+    again = Job.from_dict(job.to_dict())
+    assert again == job
+    assert again.status is Status.FAILED and again.reason is Reason.COPY_FAILED
+    assert [t.stage for t in again.history] == ["WAIT_IMAGE", "WAIT_IMAGE"]
