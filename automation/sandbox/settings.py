@@ -46,8 +46,11 @@ class FailureModel:
 
 # EC2 API request throttling (token bucket: burst capacity, refill per second), from
 # "Request throttling for the Amazon EC2 API" (docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html).
+# Actions the service calls that AWS lists with their own bucket ("Uncategorized actions"); the others
+# it calls (CreateImage, DescribeInstances, ...) fall in a category below.
 EC2_BUCKETS: dict[str, tuple[float, float]] = {
     "CopyImage": (100, 1),
+    "CreateTags": (100, 10),
     "ModifyImageAttribute": (100, 5),
     "ModifySnapshotAttribute": (100, 5),
     "DeregisterImage": (100, 5),
@@ -55,8 +58,16 @@ EC2_BUCKETS: dict[str, tuple[float, float]] = {
     "TerminateInstances": (100, 5),
     "DescribeImages": (100, 20),
 }
-EC2_DEFAULT_MUTATING_BUCKET = (50, 5)     # "unfiltered and unpaginated" non-describe actions
-EC2_DEFAULT_DESCRIBE_BUCKET = (100, 20)   # Describe* actions
+EC2_DEFAULT_MUTATING_BUCKET = (50, 5)     # "Mutating actions": everything not non-mutating nor listed
+EC2_DEFAULT_DESCRIBE_BUCKET = (100, 20)   # "Non-mutating actions": Describe*, List*, Search*, Get*
+EC2_NON_MUTATING_PREFIXES = ("Describe", "List", "Search", "Get")
+# "Unfiltered and unpaginated non-mutating actions": these, called with neither a filter nor pagination,
+# draw from a smaller bucket of their own.
+EC2_UNFILTERED_DESCRIBES = frozenset({
+    "DescribeInstances", "DescribeInstanceStatus", "DescribeNetworkInterfaces", "DescribeSecurityGroups",
+    "DescribeSnapshots", "DescribeSpotInstanceRequests", "DescribeVolumes",
+})
+EC2_UNFILTERED_DESCRIBE_BUCKET = (50, 10)
 
 
 @dataclass
@@ -69,12 +80,19 @@ class ThrottleSettings:
     copy_concurrency_enabled: bool = True
     copy_concurrency_limit: int = 300
 
-    def bucket_for(self, operation: str) -> tuple[float, float]:
+    def bucket_for(self, operation: str, unfiltered: bool = False) -> tuple[float, float]:
+        """(burst, refill per second) of `operation`'s bucket; `unfiltered`: a call with neither filter nor pagination.
+
+        An override replaces the operation's buckets as given (unscaled)."""
         if operation in self.overrides:
             return self.overrides[operation]
-        burst, rate = EC2_BUCKETS.get(operation) or (
-            EC2_DEFAULT_DESCRIBE_BUCKET if operation.startswith("Describe") else EC2_DEFAULT_MUTATING_BUCKET
-        )
+        if unfiltered and operation in EC2_UNFILTERED_DESCRIBES:
+            burst, rate = EC2_UNFILTERED_DESCRIBE_BUCKET
+        else:
+            burst, rate = EC2_BUCKETS.get(operation) or (
+                EC2_DEFAULT_DESCRIBE_BUCKET if operation.startswith(EC2_NON_MUTATING_PREFIXES)
+                else EC2_DEFAULT_MUTATING_BUCKET
+            )
         return burst * self.scale, rate * self.scale
 
 
@@ -87,3 +105,7 @@ class SandboxSettings:
     move_task_max_rate: int = 500
     # MGN post-launch actions: how long the SSM documents run after the instance launches.
     post_launch_actions_s: float = 300.0
+    # MGN launch job: snapshot, conversion and boot of each server, from StartTest/StartCutover to
+    # LAUNCHED. MGN publishes no figure; a few minutes is typical. Each server draws a seeded factor
+    # in [1 - durations.jitter, 1 + durations.jitter]; durations.time_scale applies.
+    mgn_launch_s: float = 180.0

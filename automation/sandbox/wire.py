@@ -105,10 +105,10 @@ def json_error(code: str, message: str, status: int = 400, query_code: str | Non
     return AwsResponse(status, body, headers)
 
 
-def rest_json_error(code: str, message: str, status: int = 400) -> AwsResponse:
-    """restJson1 error (MGN)."""
+def rest_json_error(code: str, message: str, status: int = 400, **fields: object) -> AwsResponse:
+    """restJson1 error (MGN). `fields` are the error shape's other members (reason, errors, ...)."""
     headers = {"Content-Type": "application/json", "x-amzn-ErrorType": code, "x-amzn-RequestId": request_id()}
-    return AwsResponse(status, json.dumps({"message": message}).encode(), headers)
+    return AwsResponse(status, json.dumps({"message": message, **fields}).encode(), headers)
 
 
 def json_response(payload: dict, content_type: str = "application/json") -> AwsResponse:
