@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from automation.provision import ProvisionedStage
-from automation.sandbox import SOURCE_ACCOUNT, Sandbox
+from automation.sandbox import SOURCE_ACCOUNT, Sandbox, VirtualClock
 from chalicelib.events import AMI_DETAIL_TYPE
+
+
+class InvocationCrashed(BaseException):
+    """Injected by tests and the simulator: the function dies mid-invocation (timeout, out of memory),
+    so nothing after that point runs and the batch is not reported. A BaseException, so no handler
+    code can swallow it, just as no code survives a killed sandbox."""
 
 
 @dataclass
@@ -41,6 +47,8 @@ class LocalLambda:
         self.invocations: Counter[str] = Counter()
         self.results: list[tuple[str, Any]] = []
         self.errors: list[tuple[str, str]] = []
+        self.duplicate_every_message = False  # SQS is at-least-once: deliver each message a second time
+        self.duplicates_sent = 0
         self._queue_arn = stage.env["JOBS_QUEUE_ARN"]
 
     @contextlib.contextmanager
@@ -48,6 +56,10 @@ class LocalLambda:
         saved = dict(os.environ)
         os.environ.update(self.stage.env)
         os.environ.update(self.sandbox.environment(SOURCE_ACCOUNT, self.stage.region))
+        if isinstance(self.sandbox.clock, VirtualClock):
+            # botocore's retries sleep in real time while virtual time stands still; here the
+            # job's own re-enqueue (on the virtual clock) is the only retry
+            os.environ["AWS_MAX_ATTEMPTS"] = "1"
         try:
             yield
         finally:
@@ -67,7 +79,7 @@ class LocalLambda:
     def _invoke_or_fail(self, function_name: str, event: dict) -> tuple[bool, Any]:
         try:
             return True, self.invoke(function_name, event)
-        except Exception as error:  # noqa: BLE001 - a crashed invocation is data here, as it is to Lambda
+        except (Exception, InvocationCrashed) as error:  # a failed invocation is data here, as it is to Lambda
             self.errors.append((function_name, repr(error)))
             return False, None
 
@@ -91,6 +103,8 @@ class LocalLambda:
         ).get("Messages", [])
         if not messages:
             return 0
+        if self.duplicate_every_message:
+            self._send_duplicates(messages)
         succeeded, result = self._invoke_or_fail("advance_jobs", self._sqs_event(messages))
         if not succeeded:
             return len(messages)  # a failed invocation returns the whole batch to the queue
@@ -100,6 +114,13 @@ class LocalLambda:
             self.sqs.delete_message_batch(QueueUrl=self.stage.jobs_queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
         return len(messages)
+
+    def _send_duplicates(self, messages: list[dict]) -> None:
+        originals = [m for m in messages if "duplicate" not in m.get("MessageAttributes", {})]
+        for message in originals:
+            self.sqs.send_message(QueueUrl=self.stage.jobs_queue_url, MessageBody=message["Body"],
+                                  MessageAttributes={"duplicate": {"DataType": "String", "StringValue": "1"}})
+        self.duplicates_sent += len(originals)
 
     def _sqs_event(self, messages: list[dict]) -> dict:
         return {"Records": [{
@@ -123,7 +144,6 @@ class LocalLambda:
         """Until no message is left to handle. On a virtual clock, time jumps to whatever is due next."""
         import time
 
-        from automation.sandbox import VirtualClock
         from automation.sandbox.sqs_clock import SqsClock
 
         clock, started_virtual, started_real = self.sandbox.clock, self.sandbox.clock.now(), time.monotonic()

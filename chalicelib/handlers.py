@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from . import bootstrap
 from .events import InvalidEvent, parse_job_message
-from .service import logger, metrics
+from .service import EarlyMessage, logger, metrics
 
 
 def on_mgn_event(event: dict, request_id: str) -> dict:
@@ -39,6 +39,12 @@ def advance_jobs(event: dict, context: Any) -> dict:
             outcome = advancer.handle(message, f"{record.message_id}:{record.receipt_handle}")
             logger.info("job advanced", extra={"outcome": outcome, "version": message.version})
             return outcome
+        except EarlyMessage as early:
+            logger.info("message ahead of its job; SQS redelivers it", extra={"detail": str(early)})
+            raise
+        except Exception:
+            logger.exception("job step failed; SQS redelivers the message, then dead-letters it")
+            raise
         finally:
             logger.remove_keys(["job_id"])
 

@@ -247,11 +247,8 @@ class Advancer:
                          f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
                          f"KMS key in the MGN launch settings (EBS encryption) and launch again.", now)
                 return None
-        tags = {"ami-distributor:job-id": job.job_id, "ami-distributor:wave": job.wave,
-                "ami-distributor:instance-id": job.instance_id}
-        if job.source_server_id:
-            tags["ami-distributor:source-server-id"] = job.source_server_id
-        job.source_image_id = self.ports.source_ec2.create_image(job.instance_id, job.image_name, tags)
+        job.source_image_id = self.ports.source_ec2.create_image(job.instance_id, job.image_name,
+                                                                 job.provenance_tags)
         job.awaited_image_id = job.source_image_id
         job.move_to(Stage.WAIT_IMAGE, now, job.source_image_id)
         return self._poll(job)
@@ -270,10 +267,20 @@ class Advancer:
         return None
 
     def _share(self, job: Job) -> int | None:
-        spec = job.distribution
-        self.ports.source_ec2.share(job.source_image_id, job.snapshot_ids, spec.share_accounts,
-                                    spec.organization_arns, spec.organizational_unit_arns)
+        spec, ec2 = job.distribution, self.ports.source_ec2
+        self._once(job, f"share:{job.source_image_id}", lambda: ec2.share_image(
+            job.source_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
+        if spec.share_accounts:
+            for snapshot_id in job.snapshot_ids:
+                self._once(job, f"share:{snapshot_id}", lambda: ec2.share_snapshot(snapshot_id, spec.share_accounts))
         return self._after_targets(job, Stage.COPY if spec.copy_targets else None)
+
+    @staticmethod
+    def _once(job: Job, step: str, action: Callable[[], None]) -> None:
+        """Run a side effect unless an earlier try of this stage already did (a throttled stage resumes)."""
+        if step not in job.completed:
+            action()
+            job.completed.append(step)
 
     def _copy(self, job: Job) -> int | None:
         for target in job.distribution.copy_targets:
@@ -284,6 +291,7 @@ class Advancer:
                 source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
                 kms_key_id=target.kms_key_id, client_token=job.client_token(target),
                 description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
+                tags=job.provenance_tags,
             )
             copy.state = "pending"
         job.awaited_image_id = next(c.image_id for c in job.copies.values())
@@ -331,12 +339,12 @@ class Advancer:
         # Only reached from WAIT_COPY once every copy was seen available (or with no copies at all).
         cleanup, ec2 = job.distribution.cleanup, self.ports.source_ec2
         if cleanup.deregister_image:
-            ec2.deregister(job.source_image_id)
+            self._once(job, f"deregister:{job.source_image_id}", lambda: ec2.deregister(job.source_image_id))
         if cleanup.delete_snapshots:
             for snapshot_id in job.snapshot_ids:
-                ec2.delete_snapshot(snapshot_id)
+                self._once(job, f"delete:{snapshot_id}", lambda: ec2.delete_snapshot(snapshot_id))
         if cleanup.terminate_instance:
-            ec2.terminate(job.instance_id)
+            self._once(job, f"terminate:{job.instance_id}", lambda: ec2.terminate(job.instance_id))
         job.finish(self.ports.now())
         return None
 

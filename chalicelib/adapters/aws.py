@@ -10,9 +10,9 @@ from botocore.exceptions import ClientError
 
 from ..domain.errors import AwsError
 
-# botocore's standard mode retries throttles and faults a little (with its own backoff);
-# past that the job is re-enqueued with our backoff instead of holding the Lambda.
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+# botocore's standard mode retries throttles and faults a little (3 attempts unless AWS_MAX_ATTEMPTS
+# says otherwise); past that the job is re-enqueued with our backoff instead of holding the Lambda.
+CLIENT_CONFIG = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 
 def client(service: str, session: boto3.Session | None = None, region: str | None = None):

@@ -91,28 +91,31 @@ class Ec2Images:
             result[image["ImageId"]] = Image(image["ImageId"], image["State"], snapshots, reason)
         return result
 
-    def share(self, image_id: str, snapshot_ids: tuple[str, ...] | list[str], accounts: tuple[str, ...],
-              organization_arns: tuple[str, ...], ou_arns: tuple[str, ...]) -> None:
-        """Launch permission for every target at once; createVolumePermission on each snapshot."""
+    def share_image(self, image_id: str, accounts: tuple[str, ...], organization_arns: tuple[str, ...],
+                    ou_arns: tuple[str, ...]) -> None:
+        """Launch permission for every target in one call (adding one that exists is a no-op)."""
         additions = ([{"UserId": a} for a in accounts] + [{"OrganizationArn": a} for a in organization_arns]
                      + [{"OrganizationalUnitArn": a} for a in ou_arns])
-        if additions:
-            with aws_call("ec2:ModifyImageAttribute"):
-                self.ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": additions})
-        if accounts:
-            for snapshot_id in snapshot_ids:
-                with aws_call("ec2:ModifySnapshotAttribute"):
-                    self.ec2.modify_snapshot_attribute(
-                        SnapshotId=snapshot_id, Attribute="createVolumePermission", OperationType="add",
-                        UserIds=list(accounts),
-                    )
+        with aws_call("ec2:ModifyImageAttribute"):
+            self.ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": additions})
+
+    def share_snapshot(self, snapshot_id: str, accounts: tuple[str, ...]) -> None:
+        """createVolumePermission for every target account: without it a target cannot copy the image."""
+        with aws_call("ec2:ModifySnapshotAttribute"):
+            self.ec2.modify_snapshot_attribute(SnapshotId=snapshot_id, Attribute="createVolumePermission",
+                                               OperationType="add", UserIds=list(accounts))
 
     def copy_image(self, *, source_image_id: str, source_region: str, name: str, kms_key_id: str | None,
-                   client_token: str, description: str) -> str:
+                   client_token: str, description: str, tags: dict[str, str]) -> str:
+        """The copy is the caller's (the target's), encrypted with its key. CopyImageTags brings only the
+        caller's own tags on the source, never the owner's, so provenance tags are set explicitly."""
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         with aws_call("ec2:CopyImage"):
             return self.ec2.copy_image(
                 SourceImageId=source_image_id, SourceRegion=source_region, Name=name, Description=description,
                 Encrypted=True, ClientToken=client_token, CopyImageTags=True,
+                TagSpecifications=[{"ResourceType": "image", "Tags": tag_list},
+                                   {"ResourceType": "snapshot", "Tags": tag_list}],
                 **({"KmsKeyId": kms_key_id} if kms_key_id else {}),
             )["ImageId"]
 

@@ -142,6 +142,7 @@ class Job:
     token: str = ""
     source_image_id: str | None = None
     snapshot_ids: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)  # side effects done ("share:snap-1"): a retried stage resumes
     copies: dict[str, TargetCopy] = field(default_factory=dict)
     attempt: int = 0  # consecutive retries of the current stage (backoff grows with it)
     polls: int = 0  # polls of the current wait (poll backoff grows with it)
@@ -162,6 +163,16 @@ class Job:
         """Deterministic, so a re-run adopts the AMI it made instead of making a second one.
         AMI names are 3-128 chars of [A-Za-z0-9()[] ./'@_-]; the job ID fits."""
         return f"ami-distributor-{self.job_id}"
+
+    @property
+    def provenance_tags(self) -> dict[str, str]:
+        tags = {"ami-distributor:job-id": self.job_id, "ami-distributor:wave": self.wave,
+                "ami-distributor:instance-id": self.instance_id}
+        if self.source_server_id:
+            tags["ami-distributor:source-server-id"] = self.source_server_id
+        if self.source_image_id:
+            tags["ami-distributor:source-image-id"] = self.source_image_id
+        return tags
 
     def copy_for(self, target: Target) -> TargetCopy:
         return self.copies.setdefault(target.key, TargetCopy(target.account_id, target.region))
