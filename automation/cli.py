@@ -31,4 +31,8 @@ def sandbox(
 
 
 def main() -> None:
+    from automation import deployment, operations
+
+    operations.register(app)
+    deployment.register(app)
     app()
