@@ -11,7 +11,8 @@ MGN_AND_OPERATOR_EVENTS = {
     "source": ["aws.mgn", "ami-distributor"],
     "detail-type": ["MGN Source Server Launch Result", "Distribute Instances"],
 }
-AMI_EVENTS = {"source": ["aws.ec2"], "detail-type": ["EC2 AMI State Change"]}
+# only the states a job waits for: "deregistered" (our own cleanup) would wake nothing
+AMI_EVENTS = {"source": ["aws.ec2"], "detail-type": ["EC2 AMI State Change"], "detail": {"State": ["available", "failed"]}}
 
 
 @app.on_cw_event(MGN_AND_OPERATOR_EVENTS)

@@ -13,13 +13,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="ami-distribu
 def sandbox(
     port: int = typer.Option(4566, help="Port on 127.0.0.1 (0 picks a free one)"),
     seed: int = typer.Option(0, help="Seed for modelled durations, failures and resource IDs"),
-    speed: float = typer.Option(1.0, help="Run AWS's modelled time this many times faster than real time"),
+    servers: int = typer.Option(0, help="Seed this many MGN source servers (for `demo --endpoint-url`)"),
 ) -> None:
-    """Serve the local AWS sandbox over HTTP on loopback until stopped (Ctrl-C)."""
-    from automation.sandbox import Sandbox, ScaledClock
+    """Serve the local AWS sandbox over HTTP on 127.0.0.1 until stopped (Ctrl-C or SIGTERM)."""
+    from automation.demo import demo_settings
+    from automation.provision import SOURCE_KEY_ALIAS, key, seed_servers
+    from automation.sandbox import DEFAULT_REGION, SOURCE_ACCOUNT, RealClock, Sandbox
 
-    box = Sandbox(clock=ScaledClock(speed), seed=seed).start("http", port=port)
-    typer.echo(box.endpoint_url, err=False)
+    box = Sandbox(clock=RealClock(), seed=seed, settings=demo_settings()).start("http", port=port)
+    if servers:
+        seed_servers(box, servers, DEFAULT_REGION, key(box, SOURCE_ACCOUNT, DEFAULT_REGION, SOURCE_KEY_ALIAS))
+    typer.echo(box.endpoint_url)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
@@ -28,6 +32,57 @@ def sandbox(
         pass
     finally:
         box.stop()
+
+
+@app.command()
+def demo(
+    servers: int = typer.Option(25, min=1, max=200, help="MGN source servers in the wave (one MGN job holds 200)"),
+    endpoint_url: str = typer.Option(None, help="A sandbox already running (`sandbox --servers N`)"),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object as the last line"),
+) -> None:
+    """A demo cutover wave through the real handlers on the sandbox; exit 0 only if every job is DONE."""
+    from rich.console import Console
+
+    from automation.demo import print_summary, run_demo, to_json
+
+    console = Console(stderr=json_output)  # with --json, stdout holds only the JSON line
+    result = run_demo(servers, endpoint_url, console, live=console.is_terminal)
+    print_summary(result, console)
+    if json_output:
+        typer.echo(to_json(result))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def invoke(
+    name: str = typer.Argument(..., help="on_mgn_event, advance_jobs or on_ami_event"),
+    event: typer.FileText = typer.Option(..., help="The event, as JSON (- for standard input)"),
+    endpoint_url: str = typer.Option(None, help="A sandbox; otherwise your AWS credentials"),
+    stage: str = typer.Option("local", help="Stage in .chalice/config.json"),
+) -> None:
+    """Run one handler locally on an event file, with the stage's environment (like `sam local invoke`)."""
+    import json as json_module
+
+    from automation.local_lambda import run_handler
+
+    typer.echo(json_module.dumps(run_handler(name, json_module.load(event), stage, endpoint_url), default=str))
+
+
+@app.command()
+def run(
+    endpoint_url: str = typer.Option(..., help="The sandbox whose queues to drain"),
+    stage: str = typer.Option("local", help="Stage in .chalice/config.json"),
+) -> None:
+    """The local SQS -> Lambda and EventBridge -> Lambda poller, until no job message is in flight."""
+    from automation.local_lambda import poll_until_idle
+
+    typer.echo(json_dumps(poll_until_idle(stage, endpoint_url)))
+
+
+def json_dumps(value: object) -> str:
+    import json as json_module
+
+    return json_module.dumps(value, sort_keys=True, default=str)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from automation.provision import ProvisionedStage
 from automation.sandbox import SOURCE_ACCOUNT, Sandbox, VirtualClock
@@ -140,8 +140,10 @@ class LocalLambda:
             total += sum(int(v) for v in attributes.values())
         return total
 
-    def run(self, *, max_virtual_s: float = 14 * 86400, max_real_s: float = 600) -> None:
-        """Until no message is left to handle. On a virtual clock, time jumps to whatever is due next."""
+    def run(self, *, max_virtual_s: float = 14 * 86400, max_real_s: float = 600,
+            settled: Callable[[], bool] = lambda: True) -> None:
+        """Until no message is left to handle (and, on the real clock, `settled()` says nothing more will
+        come, e.g. MGN has launched every server). On a virtual clock, time jumps to whatever is due next."""
         import time
 
         from automation.sandbox.sqs_clock import SqsClock
@@ -159,8 +161,36 @@ class LocalLambda:
                 if clock.now() - started_virtual > max_virtual_s:
                     raise TimeoutError(f"jobs still in flight after {max_virtual_s} virtual seconds")
             else:
-                if self.in_flight() == 0 and self.sandbox.scheduler.next_due() is None:
+                if self.in_flight() == 0 and self.sandbox.scheduler.next_due() is None and settled():
                     return
                 time.sleep(0.05)
             if time.monotonic() - started_real > max_real_s:
                 raise TimeoutError(f"jobs still in flight after {max_real_s} s")
+
+
+def _connect(stage_name: str, endpoint_url: str | None) -> tuple[Sandbox, ProvisionedStage]:
+    """The stage's queues in a running sandbox (provisioned by `demo`) or in AWS (no endpoint)."""
+    from automation.provision import EVENTS_QUEUE
+    from automation.stages import function_environment
+
+    env = function_environment(stage_name)
+    sandbox = Sandbox.remote(endpoint_url) if endpoint_url else None
+    if sandbox is None:
+        raise ValueError("run and invoke need --endpoint-url: only a sandbox has the local events queue")
+    region = env["JOBS_QUEUE_ARN"].split(":")[3]
+    sqs = sandbox.client("sqs", region=region)
+    queue = env["JOBS_QUEUE_ARN"].split(":")[5]
+    urls = {name: sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in (queue, f"{queue}-dlq", EVENTS_QUEUE)}
+    return sandbox, ProvisionedStage(env, urls[queue], urls[f"{queue}-dlq"], urls[EVENTS_QUEUE], "")
+
+
+def run_handler(name: str, event: dict, stage_name: str, endpoint_url: str | None) -> Any:
+    sandbox, stage = _connect(stage_name, endpoint_url)
+    return LocalLambda(sandbox, stage).invoke(name, event)
+
+
+def poll_until_idle(stage_name: str, endpoint_url: str | None) -> dict:
+    sandbox, stage = _connect(stage_name, endpoint_url)
+    runner = LocalLambda(sandbox, stage)
+    runner.run()
+    return {"invocations": dict(runner.invocations), "errors": runner.errors}

@@ -42,11 +42,11 @@ def provision(sandbox: Sandbox, env: dict[str, str], visibility_timeout_s: int =
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}),
     })["QueueUrl"]
     events_url = _route_events_to_queue(sandbox, region)
-    source_key = _key(sandbox, SOURCE_ACCOUNT, region, SOURCE_KEY_ALIAS)
+    source_key = key(sandbox, SOURCE_ACCOUNT, region, SOURCE_KEY_ALIAS)
     distribution = json.loads(env["DISTRIBUTION"])
     for target in distribution["targets"]:
         if target.get("kmsKeyId"):
-            _key(sandbox, target["accountId"], target["region"], target["kmsKeyId"].split(":", 5)[5])
+            key(sandbox, target["accountId"], target["region"], target["kmsKeyId"].split(":", 5)[5])
         _target_role(sandbox, target["accountId"], env["CROSS_ACCOUNT_ROLE_NAME"], env.get("CROSS_ACCOUNT_EXTERNAL_ID"))
         _forward_ami_events(sandbox, target["accountId"], target["region"], region)
     return ProvisionedStage(env, jobs_url, dlq_url, events_url, source_key)
@@ -90,11 +90,15 @@ def _forward_ami_events(sandbox: Sandbox, account: str, region: str, source_regi
         "Id": "source-bus", "Arn": f"arn:aws:events:{source_region}:{SOURCE_ACCOUNT}:event-bus/default"}])
 
 
-def _key(sandbox: Sandbox, account: str, region: str, alias: str) -> str:
+def key(sandbox: Sandbox, account: str, region: str, alias: str) -> str:
+    """The customer-managed key behind `alias`, made if it does not exist yet."""
     kms = sandbox.client("kms", account_id=account, region=region)
-    key = kms.create_key(Description=f"ami-distributor {alias}")["KeyMetadata"]
-    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-    return key["Arn"]
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    except kms.exceptions.NotFoundException:
+        made = kms.create_key(Description=f"ami-distributor {alias}")["KeyMetadata"]
+        kms.create_alias(AliasName=alias, TargetKeyId=made["KeyId"])
+        return made["Arn"]
 
 
 def _target_role(sandbox: Sandbox, account: str, role_name: str, external_id: str | None) -> None:

@@ -49,6 +49,11 @@ class Wave:
     def run(self, **limits) -> None:
         self.runner.run(**limits)
 
+    def mgn_job_finished(self, mgn_job_id: str) -> bool:
+        mgn = self.sandbox.client("mgn", region=self.stage.region)
+        [job] = mgn.describe_jobs(filters={"jobIDs": [mgn_job_id]})["items"]
+        return job["status"] == "COMPLETED"
+
     def jobs(self) -> list[dict]:
         dynamodb = self.sandbox.client("dynamodb", region=self.stage.region)
         items, request = [], {"TableName": self.stage.env["JOBS_TABLE"]}

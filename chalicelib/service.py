@@ -307,7 +307,7 @@ class Advancer:
         failed = [t for t in job.distribution.copy_targets if job.copy_for(t).state not in ("pending", "available")]
         for target in failed:
             copy = job.copy_for(target)
-            if copy.attempts + 1 >= self.settings.max_copy_attempts:
+            if copy.attempts + 1 >= self.settings.max_copy_attempts + job.copy_attempts_granted:
                 job.fail(Reason.COPY_FAILED, f"Image.{copy.state}",
                          f"copy {copy.image_id} in {target.key} is {copy.state} after {copy.attempts + 1} attempts", now)
                 return None

@@ -7,11 +7,11 @@ check_moto_version()
 # moto loads ~1,300 public AMIs per region unless told not to; nothing here wants them.
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
-from .clock import RealClock, ScaledClock, VirtualClock  # noqa: E402
+from .clock import RealClock, VirtualClock  # noqa: E402
 from .core import Directory, PublishedEvent, Sandbox  # noqa: E402
 from .settings import DEFAULT_REGION, SOURCE_ACCOUNT, SandboxSettings  # noqa: E402
 
 __all__ = [
     "DEFAULT_REGION", "Directory", "PublishedEvent", "RealClock", "Sandbox", "SandboxSettings",
-    "ScaledClock", "SOURCE_ACCOUNT", "VirtualClock",
+    "SOURCE_ACCOUNT", "VirtualClock",
 ]

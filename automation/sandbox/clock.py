@@ -15,17 +15,6 @@ class RealClock:
         return time.time()
 
 
-class ScaledClock:
-    """Real time running `speed` times faster, so a demo can show hour-long AWS work in seconds."""
-
-    def __init__(self, speed: float = 1.0) -> None:
-        self.speed = speed
-        self._origin_real = time.time()
-
-    def now(self) -> float:
-        return self._origin_real + (time.time() - self._origin_real) * self.speed
-
-
 class VirtualClock:
     """Time that moves only when told to; starts at a fixed instant so runs are reproducible."""
 

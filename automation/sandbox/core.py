@@ -24,6 +24,7 @@ from .transport import HttpServer, in_process_hook
 from .wire import AwsRequest, AwsResponse
 
 SANDBOX_ROLE = "sandbox-operator"  # the role every sandbox account is entered through
+SERVICE_USER_AGENT = "ami-distributor"  # chalicelib's clients add it (user_agent_extra): their calls are counted apart
 
 
 class Extension(Protocol):
@@ -110,11 +111,13 @@ class Sandbox:
         self.scheduler = Scheduler(self.clock)
         self.directory = Directory()
         self.lock = threading.RLock()
-        self.api_calls: Counter[str] = Counter()
+        self.api_calls: Counter[str] = Counter()  # every request, by "service:Operation"
+        self.service_calls: Counter[str] = Counter()  # those made by ami-distributor's functions
         self.published: list[PublishedEvent] = []
         self._subscribers: list[Callable[[PublishedEvent], None]] = []
         self.extensions: list[Extension] = self._load_extensions() if fidelity else []
         self.endpoint_url: str | None = None
+        self.mode = "stopped"
         self._server: HttpServer | None = None
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -176,6 +179,13 @@ class Sandbox:
             extension.uninstall()
         Sandbox._active = None
 
+    @classmethod
+    def remote(cls, endpoint_url: str) -> "Sandbox":
+        """A sandbox already serving at `endpoint_url` (another process): clients and credentials only."""
+        sandbox = cls(clock=RealClock(), fidelity=False)
+        sandbox.endpoint_url, sandbox.mode = endpoint_url.rstrip("/"), "remote"
+        return sandbox
+
     def __enter__(self) -> "Sandbox":
         return self if Sandbox._active is self else self.start()
 
@@ -193,7 +203,10 @@ class Sandbox:
         with self.lock:
             self.tick()
             if request.service:
-                self.api_calls[f"{request.service}:{request.action}"] += 1
+                operation = f"{request.service}:{request.action}"
+                self.api_calls[operation] += 1
+                if SERVICE_USER_AGENT in request.headers.get("user-agent", ""):
+                    self.service_calls[operation] += 1
             for extension in self.extensions:
                 response = extension.handle(request)
                 if response is not None:
@@ -208,6 +221,17 @@ class Sandbox:
     def _tick_forever(self) -> None:
         while not self._stopping.wait(0.2):
             self.tick()
+
+    def service_call_counts(self) -> Counter[str]:
+        """Calls made by ami-distributor's functions, by operation (from the serving process if remote)."""
+        if self.mode != "remote":
+            return Counter(self.service_calls)
+        import urllib.request
+
+        from .transport import SERVICE_CALLS_PATH
+
+        with urllib.request.urlopen(self.endpoint_url + SERVICE_CALLS_PATH, timeout=10) as response:
+            return Counter(json.load(response))
 
     # events ------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[PublishedEvent], None]) -> None:

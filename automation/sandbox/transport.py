@@ -5,6 +5,7 @@ Either way the sandbox's own handlers see it first; what they leave (None) goes 
 from __future__ import annotations
 
 import io
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,9 @@ BUILTIN_HANDLERS.insert(0, ("before-send", in_process_hook))
 BUILTIN_HANDLERS[BUILTIN_HANDLERS.index(("before-send", botocore_stubber))] = ("before-send", _moto_unless_answered)
 
 
+SERVICE_CALLS_PATH = "/_sandbox/service-calls"
+
+
 class WsgiMiddleware:
     """The sandbox in front of moto's server application, one request at a time."""
 
@@ -78,6 +82,9 @@ class WsgiMiddleware:
         self.moto_app = moto_app
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == SERVICE_CALLS_PATH:  # the sandbox's own counters, for a remote demo
+            body = json.dumps(self.sandbox.service_calls).encode()
+            return self._send(AwsResponse(200, body, {"Content-Type": "application/json"}), start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again

@@ -12,7 +12,8 @@ from ..domain.errors import AwsError
 
 # botocore's standard mode retries throttles and faults a little (3 attempts unless AWS_MAX_ATTEMPTS
 # says otherwise); past that the job is re-enqueued with our backoff instead of holding the Lambda.
-CLIENT_CONFIG = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
+CLIENT_CONFIG = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30,
+                       user_agent_extra="ami-distributor")  # names our calls in CloudTrail (and in the sandbox)
 
 
 def client(service: str, session: boto3.Session | None = None, region: str | None = None):

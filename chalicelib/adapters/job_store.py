@@ -25,6 +25,18 @@ class JobExists(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as the table's top-level attributes describe it: enough to count a wave without its documents."""
+
+    job_id: str
+    wave: str
+    stage: str
+    status: str
+    created_at: float
+    awaited_image_id: str | None
+
+
 @dataclass
 class DynamoJobStore:
     dynamodb: object
@@ -71,6 +83,44 @@ class DynamoJobStore:
     def jobs_of_wave(self, wave: str) -> Iterator[Job]:
         request = {"TableName": self.table_name, "IndexName": WAVE_INDEX,
                    "KeyConditionExpression": "wave = :wave", "ExpressionAttributeValues": {":wave": {"S": wave}}}
+        while True:
+            with aws_call("dynamodb:Query"):
+                page = self.dynamodb.query(**request)
+            yield from (self._job(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def summaries(self, wave: str | None = None, status: str | None = None) -> Iterator["JobSummary"]:
+        """The index attributes only (no `doc`): a wave through its GSI, or every job (a scan), paginated."""
+        request: dict = {"TableName": self.table_name, "ExpressionAttributeNames": {"#s": "status", "#w": "wave"},
+                         "ProjectionExpression": "job_id, #w, stage, #s, created_at, awaited_image_id"}
+        values: dict = {}
+        if status:
+            request["FilterExpression"], values[":status"] = "#s = :status", {"S": status}
+        if wave is not None:
+            request.update(IndexName=WAVE_INDEX, KeyConditionExpression="#w = :wave")
+            values[":wave"] = {"S": wave}
+        if values:
+            request["ExpressionAttributeValues"] = values
+        operation = "Query" if wave is not None else "Scan"
+        call = self.dynamodb.query if wave is not None else self.dynamodb.scan
+        while True:
+            with aws_call(f"dynamodb:{operation}"):
+                page = call(**request)
+            for item in page["Items"]:
+                yield JobSummary(item["job_id"]["S"], item["wave"]["S"], item["stage"]["S"], item["status"]["S"],
+                                 float(item["created_at"]["N"]),
+                                 item["awaited_image_id"]["S"] if "awaited_image_id" in item else None)
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def jobs_with_status(self, wave: str, status: str) -> Iterator[Job]:
+        """Whole jobs of one status in a wave (the failed ones, say): the GSI, filtered, paginated."""
+        request = {"TableName": self.table_name, "IndexName": WAVE_INDEX, "KeyConditionExpression": "wave = :wave",
+                   "FilterExpression": "#s = :status", "ExpressionAttributeNames": {"#s": "status"},
+                   "ExpressionAttributeValues": {":wave": {"S": wave}, ":status": {"S": status}}}
         while True:
             with aws_call("dynamodb:Query"):
                 page = self.dynamodb.query(**request)

@@ -153,6 +153,8 @@ class Job:
     updated_at: float = 0.0
     next_wake_at: float | None = None
     awaited_image_id: str | None = None  # the image whose state change wakes this job (GSI)
+    retries: int = 0  # operator retries (automation/operations.py)
+    copy_attempts_granted: int = 0  # extra CopyImage attempts per target, granted by an operator's retry
 
     @staticmethod
     def make_id(instance_id: str, distribution: Distribution) -> str:
