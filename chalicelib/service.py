@@ -268,6 +268,12 @@ class Advancer:
 
     def _share(self, job: Job) -> int | None:
         spec, ec2 = job.distribution, self.ports.source_ec2
+        # the job was checked when it was taken in; the stage's allow-list may have shrunk since
+        outside = spec.outside(self.settings.distribution)
+        if outside:
+            job.fail(Reason.NOT_ALLOWED, "NotInAllowList",
+                     f"{outside} are no longer in this stage's allow-list: nothing was shared", self.ports.now())
+            return None
         self._once(job, f"share:{job.source_image_id}", lambda: ec2.share_image(
             job.source_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
         if spec.share_accounts:

@@ -47,6 +47,7 @@ class Reason(str, Enum):
     CLEANUP_REFUSED = "CLEANUP_REFUSED"
     LAUNCH_NOT_FOUND = "LAUNCH_NOT_FOUND"
     RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    NOT_ALLOWED = "NOT_ALLOWED"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,13 @@ class Distribution:
     @property
     def copy_targets(self) -> tuple[Target, ...]:
         return tuple(t for t in self.targets if t.copy)
+
+    def outside(self, allowed: "Distribution") -> list[str]:
+        """What this distribution names that `allowed` does not (empty when it is within the allow-list)."""
+        allowed_targets = {(t.account_id, t.region) for t in allowed.targets}
+        return ([t.key for t in self.targets if (t.account_id, t.region) not in allowed_targets]
+                + [a for a in self.organization_arns if a not in allowed.organization_arns]
+                + [a for a in self.organizational_unit_arns if a not in allowed.organizational_unit_arns])
 
     def fingerprint(self) -> str:
         """Stable identity of the distribution: one job per (instance, distribution)."""

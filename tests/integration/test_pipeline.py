@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from tests.integration.checks import (assert_copies_owned_and_encrypted, assert_source_cleaned_up, images_in,
@@ -107,3 +109,18 @@ def test_a_target_outside_the_allow_list_gets_nothing(start_wave, sandbox):
     rejections = [r for name, r in wave.runner.results if name == "on_mgn_event"]
     assert len(rejections) == 2 and all("allow-list" in r["rejected"] for r in rejections)
     assert sandbox.api_calls["ec2:ModifyImageAttribute"] == 0
+
+
+def test_a_job_whose_target_left_the_allow_list_shares_nothing(start_wave, sandbox):
+    wave = start_wave()
+    wave.cutover(1)
+    sandbox.clock.advance(3600)
+    wave.runner.deliver_events()  # the job is taken in under the full allow-list
+    assert len(wave.jobs()) == 1
+    # the stage is redeployed with a narrower allow-list while the job is imaging
+    wave.stage.env["DISTRIBUTION"] = json.dumps(distribution(target(*TARGET_A)))
+    wave.run()
+    [job] = wave.jobs()
+    assert (job["status"], job["reason"]) == ("FAILED", "NOT_ALLOWED")
+    assert "333333333333/us-west-2" in job["last_error"]["message"]
+    assert sandbox.api_calls["ec2:ModifyImageAttribute"] == 0 and sandbox.api_calls["ec2:CopyImage"] == 0
