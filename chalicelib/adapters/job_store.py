@@ -30,11 +30,9 @@ class JobSummary:
     """A job as the table's top-level attributes describe it: enough to count a wave without its documents."""
 
     job_id: str
-    wave: str
     stage: str
     status: str
-    created_at: float
-    awaited_image_id: str | None
+    created_at: float | None  # read only where the order of reading does not give it (a scan)
 
 
 @dataclass
@@ -92,29 +90,45 @@ class DynamoJobStore:
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def summaries(self, wave: str | None = None, status: str | None = None) -> Iterator["JobSummary"]:
-        """The index attributes only (no `doc`): a wave through its GSI, or every job (a scan), paginated."""
-        request: dict = {"TableName": self.table_name, "ExpressionAttributeNames": {"#s": "status", "#w": "wave"},
-                         "ProjectionExpression": "job_id, #w, stage, #s, created_at, awaited_image_id"}
+        """A few top-level attributes per job (never `doc`), paginated: a wave through its GSI, oldest
+        first (the index's sort key), or every job of the table (a scan, in no order)."""
+        names = {"#s": "status"}
+        request: dict = {"TableName": self.table_name, "ProjectionExpression": "job_id, stage, #s"}
         values: dict = {}
         if status:
             request["FilterExpression"], values[":status"] = "#s = :status", {"S": status}
         if wave is not None:
+            names["#w"] = "wave"
             request.update(IndexName=WAVE_INDEX, KeyConditionExpression="#w = :wave")
             values[":wave"] = {"S": wave}
+        else:
+            request["ProjectionExpression"] += ", created_at"  # a scan has no order: the oldest is found by it
+        request["ExpressionAttributeNames"] = names
         if values:
             request["ExpressionAttributeValues"] = values
-        operation = "Query" if wave is not None else "Scan"
-        call = self.dynamodb.query if wave is not None else self.dynamodb.scan
+        operation, call = ("Query", self.dynamodb.query) if wave is not None else ("Scan", self.dynamodb.scan)
         while True:
             with aws_call(f"dynamodb:{operation}"):
                 page = call(**request)
             for item in page["Items"]:
-                yield JobSummary(item["job_id"]["S"], item["wave"]["S"], item["stage"]["S"], item["status"]["S"],
-                                 float(item["created_at"]["N"]),
-                                 item["awaited_image_id"]["S"] if "awaited_image_id" in item else None)
+                yield JobSummary(item["job_id"]["S"], item["stage"]["S"], item["status"]["S"],
+                                 float(item["created_at"]["N"]) if "created_at" in item else None)
             if "LastEvaluatedKey" not in page:
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        """BatchGetItem, 100 keys a call; what DynamoDB leaves unprocessed is asked for again."""
+        jobs: list[Job] = []
+        for start in range(0, len(job_ids), 100):
+            keys = [{"job_id": {"S": job_id}} for job_id in job_ids[start:start + 100]]
+            while keys:
+                with aws_call("dynamodb:BatchGetItem"):
+                    answer = self.dynamodb.batch_get_item(RequestItems={
+                        self.table_name: {"Keys": keys, "ConsistentRead": True}})
+                jobs.extend(self._job(item) for item in answer["Responses"].get(self.table_name, []))
+                keys = answer.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+        return jobs
 
     def jobs_with_status(self, wave: str, status: str) -> Iterator[Job]:
         """Whole jobs of one status in a wave (the failed ones, say): the GSI, filtered, paginated."""
