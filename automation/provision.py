@@ -44,6 +44,7 @@ def provision(sandbox: Sandbox, env: dict[str, str], visibility_timeout_s: int =
     events_url = _route_events_to_queue(sandbox, region)
     source_key = key(sandbox, SOURCE_ACCOUNT, region, SOURCE_KEY_ALIAS)
     distribution = json.loads(env["DISTRIBUTION"])
+    _prepare_source_encryption(sandbox, region, source_key, [t["accountId"] for t in distribution["targets"]])
     for target in distribution["targets"]:
         if target.get("kmsKeyId"):
             key(sandbox, target["accountId"], target["region"], target["kmsKeyId"].split(":", 5)[5])
@@ -101,6 +102,33 @@ def key(sandbox: Sandbox, account: str, region: str, alias: str) -> str:
         return made["Arn"]
 
 
+def _prepare_source_encryption(sandbox: Sandbox, region: str, source_key: str, target_accounts: list[str]) -> None:
+    """What source-key.yaml and the MGN settings give a real source account: the key lets every target
+    account use it for the copy, MGN replicates (and so launches) with it, and it is the EBS default."""
+    from chalicelib.domain.key_policy import suggested_statement
+
+    owner = {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:aws:iam::{SOURCE_ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"}
+    policy = {"Version": "2012-10-17", "Statement": [owner, suggested_statement(target_accounts)]}
+    sandbox.client("kms", region=region).put_key_policy(KeyId=source_key, PolicyName="default",
+                                                       Policy=json.dumps(policy))
+    sandbox.client("ec2", region=region).modify_ebs_default_kms_key_id(KmsKeyId=source_key)
+    mgn = sandbox.client("mgn", region=region)
+    [template] = mgn.describe_replication_configuration_templates()["items"]
+    mgn.update_replication_configuration_template(
+        replicationConfigurationTemplateID=template["replicationConfigurationTemplateID"],
+        ebsEncryption="CUSTOM", ebsEncryptionKeyArn=source_key)
+
+
+# the role's permissions, as target-account-role.yaml grants them
+TARGET_ROLE_POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Sid": "CopyIntoThisAccount", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags"], "Resource": "*"},
+    {"Sid": "ReadImages", "Effect": "Allow", "Action": ["ec2:DescribeImages", "ec2:DeregisterImage"], "Resource": "*"},
+    {"Sid": "UseKeys", "Effect": "Allow", "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
+                                                     "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"],
+     "Resource": "*"}]}
+
+
 def _target_role(sandbox: Sandbox, account: str, role_name: str, external_id: str | None) -> None:
     iam = sandbox.client("iam", account_id=account)
     condition = {"StringEquals": {"sts:ExternalId": external_id}} if external_id else {}
@@ -111,16 +139,20 @@ def _target_role(sandbox: Sandbox, account: str, role_name: str, external_id: st
         iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
     except iam.exceptions.EntityAlreadyExistsException:
         pass  # two targets in one account share the role
+    iam.put_role_policy(RoleName=role_name, PolicyName="copy-shared-amis", PolicyDocument=json.dumps(TARGET_ROLE_POLICY))
 
 
-def seed_servers(sandbox: Sandbox, count: int, region: str, source_key_arn: str) -> list[str]:
-    """`count` MGN source servers with mixed disk layouts, encrypted with the customer-managed source key."""
+def seed_servers(sandbox: Sandbox, count: int, region: str, source_key_arn: str,
+                 layouts: list[tuple[int, list[int]]] | None = None) -> list[str]:
+    """`count` MGN source servers with mixed disk layouts (`layouts`, cycled; DISK_LAYOUTS by default),
+    encrypted with the customer-managed source key."""
     from automation.sandbox.mgn import MgnService
 
     mgn = sandbox.extension(MgnService)
+    layouts = layouts or DISK_LAYOUTS
     servers = []
     for index in range(count):
-        root, data = DISK_LAYOUTS[index % len(DISK_LAYOUTS)]
+        root, data = layouts[index % len(layouts)]
         volumes = [{"device": "/dev/sda1", "size_gib": root, "kms_key_id": source_key_arn}]
         volumes += [{"device": f"/dev/sd{chr(ord('f') + n)}", "size_gib": size, "kms_key_id": source_key_arn}
                     for n, size in enumerate(data)]

@@ -30,6 +30,7 @@ from .adapters.mgn import MgnLaunches
 from .adapters.queue import JobQueue
 from .adapters.sessions import CrossAccountSessions
 from .config import Settings
+from .domain import key_policy
 from .domain.errors import AwsError, Kind
 from .domain.model import Distribution, Job, Reason, Stage, Status, Target
 from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage, LaunchResult,
@@ -247,11 +248,44 @@ class Advancer:
                          f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
                          f"KMS key in the MGN launch settings (EBS encryption) and launch again.", now)
                 return None
+        unusable = self._source_key_problem(job, {v.kms_key_id for v in volumes if v.encrypted})
+        if unusable:
+            job.fail(Reason.SOURCE_KEY_UNUSABLE, "SourceKeyUnusable", unusable, now)
+            return None
         job.source_image_id = self.ports.source_ec2.create_image(job.instance_id, job.image_name,
                                                                  job.provenance_tags)
         job.awaited_image_id = job.source_image_id
         job.move_to(Stage.WAIT_IMAGE, now, job.source_image_id)
         return self._poll(job)
+
+    def _source_key_problem(self, job: Job, key_ids: set[str]) -> str | None:
+        """Would a copy target be refused the key its snapshots are encrypted with? Checked before CreateImage:
+        otherwise the copy fails an hour later, opaquely. Only a definite refusal fails the job: a statement
+        whose condition cannot be known here (an organization, say) gives it the benefit of the doubt."""
+        problems = []
+        for key_id in sorted(key_ids):
+            if key_id.split(":")[4:5] != [job.source_account]:
+                continue  # another account's key: only that account may read its policy
+            try:
+                policy = self.ports.source_ec2.key_policy(key_id)
+            except AwsError as error:
+                if error.kind is Kind.THROTTLED or error.kind is Kind.TRANSIENT:
+                    raise
+                logger.warning("key policy not readable; preflight skipped", extra={"key": key_id, "error": str(error)})
+                continue
+            for account in sorted({t.account_id for t in job.distribution.copy_targets}):
+                caller = key_policy.Caller(account, self.ports.targets.role_arn(account),
+                                           via_service=f"ec2.{job.region}.amazonaws.com")
+                try:
+                    verdict = key_policy.evaluate(policy, caller)
+                except key_policy.PolicyError as error:
+                    return f"key {key_id}: {error}"
+                if verdict.refused:
+                    problems.append(verdict.explain(key_id))
+        if not problems:
+            return None
+        return ("the snapshots would be encrypted with a key a target may not use, so its copy would fail: "
+                + "; ".join(problems))
 
     def _wait_image(self, job: Job) -> int | None:
         image = self.ports.source_ec2.images([job.source_image_id])[job.source_image_id]

@@ -5,9 +5,12 @@ from __future__ import annotations
 def all_extensions() -> list:
     from .ec2_images import ImageFidelity
     from .eventbridge import EventBridgeFidelity
+    from .iam_access import IamAccess
+    from .kms_ebs import KmsEbsSettings
     from .mgn import MgnService
     from .sqs_clock import SqsClock
     from .sqs_move_tasks import MessageMoveTasks
     from .throttling import Throttling
 
-    return [Throttling(), ImageFidelity(), MgnService(), MessageMoveTasks(), SqsClock(), EventBridgeFidelity()]
+    return [Throttling(), ImageFidelity(), MgnService(), MessageMoveTasks(), SqsClock(), EventBridgeFidelity(),
+            IamAccess(), KmsEbsSettings()]

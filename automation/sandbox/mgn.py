@@ -2,9 +2,19 @@
 
 moto has no MGN. This emulates the part of its restJson1 API the service uses (MGN API Reference,
 mgn-2020-02-26): DescribeSourceServers, DescribeJobs, DescribeJobLogItems, StartTest, StartCutover,
-ChangeServerLifeCycleState and FinalizeCutover, per account and region. Source servers are seeded
+ChangeServerLifeCycleState and FinalizeCutover, per account and region; and the settings a readiness
+check reads: GetReplicationConfiguration, GetLaunchConfiguration, DescribeReplicationConfigurationTemplates,
+DescribeLaunchConfigurationTemplates, UpdateReplicationConfiguration(Template). Source servers are seeded
 with `add_source_server`. A launch job launches one EC2 instance per server through moto's EC2
 backend, publishes "MGN Source Server Launch Result" events, and runs the post-launch actions.
+
+Replication and launch settings (what `python -m automation doctor` checks):
+- each account and region has one replication configuration template and one launch configuration
+  template, made on first use as MGN makes them when the service is initialized: EBS encryption
+  DEFAULT (the region's EBS default key, aws/ebs unless changed);
+- a seeded server's replication configuration says how its disks are encrypted: CUSTOM with the key
+  when they all use one customer-managed key, DEFAULT otherwise; its launch configuration names an EC2
+  launch template (made in moto's EC2) whose block device mappings carry the disks' KMS key.
 
 Launched volumes are encrypted as EC2 reports them (ec2_images.py relies on this):
 - a KMS key given at seeding (key ID, alias or ARN): Encrypted, KmsKeyId = that key's ARN;
@@ -148,6 +158,9 @@ class SourceServer:
     last_test: dict = field(default_factory=dict)
     last_cutover: dict = field(default_factory=dict)
     launched_instance: dict | None = None
+    ebs_encryption: str = "DEFAULT"  # replication settings: DEFAULT | CUSTOM
+    ebs_encryption_key_arn: str | None = None
+    launch_template_id: str = ""  # the EC2 launch template MGN launches the server with
 
     @property
     def arn(self) -> str:
@@ -256,11 +269,21 @@ class MgnService:
             "StartCutover": lambda account, region, body: self._start(account, region, body, "START_CUTOVER"),
             "ChangeServerLifeCycleState": self._change_server_life_cycle_state,
             "FinalizeCutover": self._finalize_cutover,
+            "GetReplicationConfiguration": self._get_replication_configuration,
+            "UpdateReplicationConfiguration": self._update_replication_configuration,
+            "GetLaunchConfiguration": self._get_launch_configuration,
+            "DescribeReplicationConfigurationTemplates": self._describe_replication_templates,
+            "UpdateReplicationConfigurationTemplate": self._update_replication_template,
+            "DescribeLaunchConfigurationTemplates": self._describe_launch_templates,
         }
+        self.replication_templates: dict[tuple[str, str], dict] = {}
+        self.launch_templates: dict[tuple[str, str], dict] = {}
 
     def uninstall(self) -> None:
         self.servers.clear()
         self.jobs.clear()
+        self.replication_templates.clear()
+        self.launch_templates.clear()
 
     # seeding -------------------------------------------------------------------------------
     def add_source_server(
@@ -304,8 +327,39 @@ class MgnService:
                 ip=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
                 replicator_id=f"i-{rng.getrandbits(68):017x}",
             )
+            keys = {d.kms_key_arn for d in server.disks}
+            [only_key] = keys if len(keys) == 1 else [None]
+            if only_key and not self._aws_managed(account_id, region, only_key):
+                server.ebs_encryption, server.ebs_encryption_key_arn = "CUSTOM", only_key
+            server.launch_template_id = self._ec2_launch_template(server)
             self.servers.setdefault((account_id, region), {})[server.id] = server
             return server.id
+
+    @staticmethod
+    def _aws_managed(account_id: str, region: str, key_arn: str) -> bool:
+        from moto.kms.models import kms_backends
+
+        try:
+            return kms_backends[account_id][region].describe_key(key_arn).key_manager == "AWS"
+        except KeyError:
+            return False  # another account's key: not this account's aws/ebs
+
+    @staticmethod
+    def _ec2_launch_template(server: SourceServer) -> str:
+        """The launch template MGN makes per server: its disks, their volume type and KMS key."""
+        from moto.ec2.models import ec2_backends
+
+        mappings = []
+        for disk in server.disks:
+            ebs = {"VolumeSize": disk.size_gib, "VolumeType": "gp3", "DeleteOnTermination": True,
+                   "Encrypted": disk.kms_key_arn is not None}
+            if disk.kms_key_arn:
+                ebs["KmsKeyId"] = disk.kms_key_arn
+            mappings.append({"DeviceName": disk.device, "Ebs": ebs})
+        template = ec2_backends[server.account][server.region].create_launch_template(
+            f"mgn-{server.id}", "MGN launch template",
+            {"InstanceType": server.instance_type, "BlockDeviceMappings": mappings}, {})
+        return template.id
 
     @staticmethod
     def _key_arn(account_id: str, region: str, key: str | None) -> str | None:
@@ -458,6 +512,112 @@ class MgnService:
         if server is None:
             raise not_found(server_id)
         return server
+
+    # replication and launch settings ------------------------------------------------------
+    def replication_template(self, account: str, region: str) -> dict:
+        """The account's replication configuration template, made on first use (MGN's defaults)."""
+        key = (account, region)
+        if key not in self.replication_templates:
+            template_id = f"rct-{self.sandbox.rng.getrandbits(68):017x}"
+            self.replication_templates[key] = {
+                "replicationConfigurationTemplateID": template_id,
+                "arn": f"arn:aws:mgn:{region}:{account}:replication-configuration-template/{template_id}",
+                "associateDefaultSecurityGroup": True, "replicationServersSecurityGroupsIDs": [],
+                "replicationServerInstanceType": "t3.small", "useDedicatedReplicationServer": False,
+                "defaultLargeStagingDiskType": "GP3", "ebsEncryption": "DEFAULT", "bandwidthThrottling": 0,
+                "dataPlaneRouting": "PRIVATE_IP", "createPublicIP": False, "stagingAreaTags": {},
+                "useFipsEndpoint": False, "tags": {}, "internetProtocol": "IPV4",
+            }
+        return self.replication_templates[key]
+
+    def launch_template(self, account: str, region: str) -> dict:
+        key = (account, region)
+        if key not in self.launch_templates:
+            template_id = f"lct-{self.sandbox.rng.getrandbits(68):017x}"
+            self.launch_templates[key] = {
+                "launchConfigurationTemplateID": template_id,
+                "arn": f"arn:aws:mgn:{region}:{account}:launch-configuration-template/{template_id}",
+                "launchDisposition": "STARTED", "targetInstanceTypeRightSizingMethod": "BASIC",
+                "copyPrivateIp": False, "copyTags": True, "licensing": {"osByol": True}, "bootMode": "USE_SOURCE",
+                "postLaunchActions": {"deployment": "TEST_AND_CUTOVER", "ssmDocuments": []},
+                "enableMapAutoTagging": False, "tags": {}, "associatePublicIpAddress": False,
+                "smallVolumeMaxSize": 0, "largeVolumeConf": {"volumeType": "gp3"},
+                "smallVolumeConf": {"volumeType": "gp3"},
+            }
+        return self.launch_templates[key]
+
+    def _replication_configuration(self, server: SourceServer) -> dict:
+        configuration = {
+            "sourceServerID": server.id, "name": server.hostname,
+            "associateDefaultSecurityGroup": True, "replicationServersSecurityGroupsIDs": [],
+            "replicationServerInstanceType": "t3.small", "useDedicatedReplicationServer": False,
+            "defaultLargeStagingDiskType": "GP3", "ebsEncryption": server.ebs_encryption,
+            "replicatedDisks": [{"deviceName": d.device, "isBootDisk": i == 0, "stagingDiskType": "AUTO"}
+                                for i, d in enumerate(server.disks)],
+            "bandwidthThrottling": 0, "dataPlaneRouting": "PRIVATE_IP", "createPublicIP": False,
+            "stagingAreaTags": {}, "useFipsEndpoint": False, "internetProtocol": "IPV4",
+        }
+        if server.ebs_encryption_key_arn:
+            configuration["ebsEncryptionKeyArn"] = server.ebs_encryption_key_arn
+        return configuration
+
+    @staticmethod
+    def _check_encryption(body: dict) -> None:
+        encryption, key = body.get("ebsEncryption"), body.get("ebsEncryptionKeyArn")
+        if encryption not in (None, "DEFAULT", "CUSTOM"):
+            raise invalid("ebsEncryption must be DEFAULT or CUSTOM", "ebsEncryption")
+        if encryption == "CUSTOM" and not key:
+            raise invalid("ebsEncryptionKeyArn is required when ebsEncryption is CUSTOM", "ebsEncryptionKeyArn")
+        if encryption == "DEFAULT" and key:
+            raise invalid("ebsEncryptionKeyArn can only be set when ebsEncryption is CUSTOM", "ebsEncryptionKeyArn")
+
+    def _get_replication_configuration(self, account: str, region: str, body: dict) -> AwsResponse:
+        return json_response(self._replication_configuration(self._server(account, region, body.get("sourceServerID", ""))))
+
+    def _update_replication_configuration(self, account: str, region: str, body: dict) -> AwsResponse:
+        server = self._server(account, region, body.get("sourceServerID", ""))
+        self._check_encryption(body)
+        if body.get("ebsEncryption"):
+            server.ebs_encryption = body["ebsEncryption"]
+            server.ebs_encryption_key_arn = body.get("ebsEncryptionKeyArn")
+        return json_response(self._replication_configuration(server))
+
+    def _get_launch_configuration(self, account: str, region: str, body: dict) -> AwsResponse:
+        server = self._server(account, region, body.get("sourceServerID", ""))
+        template = self.launch_template(account, region)
+        return json_response({
+            "sourceServerID": server.id, "name": server.hostname, "ec2LaunchTemplateID": server.launch_template_id,
+            **{k: template[k] for k in ("launchDisposition", "targetInstanceTypeRightSizingMethod", "copyPrivateIp",
+                                        "copyTags", "licensing", "bootMode", "postLaunchActions",
+                                        "enableMapAutoTagging")},
+        })
+
+    def _describe_replication_templates(self, account: str, region: str, body: dict) -> AwsResponse:
+        templates = [self.replication_template(account, region)]
+        wanted = body.get("replicationConfigurationTemplateIDs") or []
+        if wanted:
+            unknown = [t for t in wanted if t not in {x["replicationConfigurationTemplateID"] for x in templates}]
+            if unknown:
+                raise MgnError("ResourceNotFoundException", f"Replication configuration template {unknown[0]} not found",
+                               404, resourceId=unknown[0], resourceType="REPLICATION_CONFIGURATION_TEMPLATE")
+        return json_response(paginate(templates, body, dict))
+
+    def _update_replication_template(self, account: str, region: str, body: dict) -> AwsResponse:
+        template = self.replication_template(account, region)
+        if body.get("replicationConfigurationTemplateID") != template["replicationConfigurationTemplateID"]:
+            template_id = body.get("replicationConfigurationTemplateID", "")
+            raise MgnError("ResourceNotFoundException", f"Replication configuration template {template_id} not found",
+                           404, resourceId=template_id, resourceType="REPLICATION_CONFIGURATION_TEMPLATE")
+        self._check_encryption(body)
+        if body.get("ebsEncryption"):
+            template["ebsEncryption"] = body["ebsEncryption"]
+            template.pop("ebsEncryptionKeyArn", None)
+            if body.get("ebsEncryptionKeyArn"):
+                template["ebsEncryptionKeyArn"] = body["ebsEncryptionKeyArn"]
+        return json_response(template)
+
+    def _describe_launch_templates(self, account: str, region: str, body: dict) -> AwsResponse:
+        return json_response(paginate([self.launch_template(account, region)], body, dict))
 
     # the job, on the scheduler: each step is stamped with the instant it was due ----------
     def _begin(self, job: Job, now: float) -> None:

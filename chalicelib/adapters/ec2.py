@@ -28,6 +28,7 @@ class Ec2Images:
     ec2: object
     kms: object | None = None
     _key_managers: dict[str, str] = field(default_factory=dict)
+    _key_policies: dict[str, str] = field(default_factory=dict)
 
     def instance_volumes(self, instance_id: str) -> list[Volume]:
         with aws_call("ec2:DescribeInstances"):
@@ -49,6 +50,13 @@ class Ec2Images:
                 metadata = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]
             self._key_managers[key_id] = metadata.get("KeyManager", "CUSTOMER")
         return self._key_managers[key_id]
+
+    def key_policy(self, key_id: str) -> str:
+        """The key's policy document (JSON text); cached per key like key_manager (a wave reads one key)."""
+        if key_id not in self._key_policies:
+            with aws_call("kms:GetKeyPolicy"):
+                self._key_policies[key_id] = self.kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+        return self._key_policies[key_id]
 
     def create_image(self, instance_id: str, name: str, tags: dict[str, str]) -> str:
         """CreateImage has no ClientToken: the name is the idempotency key, and a duplicate is adopted."""

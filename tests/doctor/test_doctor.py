@@ -1,0 +1,147 @@
+"""doctor against the sandbox: each check passes on the provisioned (demo) stage and fails on a broken one."""
+import json
+
+from automation.doctor_checks import Status
+from automation.sandbox.mgn import MgnService
+from automation.sandbox import SOURCE_ACCOUNT
+
+REGION = "us-east-1"
+TARGET_A, TARGET_B = "222222222222", "333333333333"
+
+
+def by_check(checks, name):
+    return [c for c in checks if c.check == name]
+
+
+def statuses(checks):
+    return {(c.check, c.subject): c.status.value for c in checks}
+
+
+def test_the_demo_stage_passes(stage, diagnose):
+    _, checks = diagnose()
+    failed = [c for c in checks if c.status is Status.FAIL]
+    assert failed == []
+    warned = {c.check for c in checks if c.status is Status.WARN}
+    # no Lambda in the sandbox; moto has no AMI block public access: both said, neither pretended
+    assert warned <= {"stage.event-source", "allow-list.public"}
+    assert by_check(checks, "stage.event-source")[0].detail.startswith("not deployed")
+    names = {c.check for c in checks}
+    assert names >= {"mgn.replication-template", "mgn.replication-servers", "mgn.launch-templates", "ebs.default-key",
+                     "kms.source-key-policy", "target.assume-role", "target.permissions", "target.kms-key",
+                     "stage.table", "stage.queue", "stage.dlq", "stage.visibility", "stage.rules", "allow-list.targets"}
+
+
+def test_aws_ebs_default_fails_the_mgn_checks(stage, sandbox, diagnose):
+    mgn = sandbox.client("mgn")
+    [template] = mgn.describe_replication_configuration_templates()["items"]
+    mgn.update_replication_configuration_template(
+        replicationConfigurationTemplateID=template["replicationConfigurationTemplateID"], ebsEncryption="DEFAULT")
+    sandbox.extension(MgnService).add_source_server(
+        SOURCE_ACCOUNT, REGION, "legacy.corp.example", [{"device": "/dev/sda1", "size_gib": 20, "kms_key_id": "aws/ebs"}])
+    ec2 = sandbox.client("ec2")
+    ebs = sandbox.client("kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    ec2.modify_ebs_default_kms_key_id(KmsKeyId=ebs)
+    _, checks = diagnose()
+    [template_check] = by_check(checks, "mgn.replication-template")
+    assert template_check.status is Status.FAIL and "aws/ebs" in template_check.detail
+    assert "--ebs-encryption CUSTOM --ebs-encryption-key-arn arn:aws:kms:" in template_check.fix
+    [servers] = by_check(checks, "mgn.replication-servers")
+    assert servers.status is Status.FAIL and "1 of 4" in servers.detail
+    [launch] = by_check(checks, "mgn.launch-templates")
+    assert launch.status is Status.FAIL and ebs in launch.detail
+    [default] = by_check(checks, "ebs.default-key")
+    assert default.status is Status.WARN and "modify-ebs-default-kms-key-id" in default.fix
+
+
+def test_a_key_policy_without_a_target_fails_naming_the_statement(stage, sandbox, diagnose):
+    kms = sandbox.client("kms")
+    policy = json.loads(kms.get_key_policy(KeyId=stage.source_key_arn)["Policy"])
+    policy["Statement"] = policy["Statement"][:1]  # only the owner's statement is left
+    kms.put_key_policy(KeyId=stage.source_key_arn, Policy=json.dumps(policy))
+    _, checks = diagnose()
+    [check] = by_check(checks, "kms.source-key-policy")
+    assert check.status is Status.FAIL and TARGET_A in check.detail and TARGET_B in check.detail
+    statement = json.loads(check.fix.split("key policy: ", 1)[1])
+    assert statement["Principal"]["AWS"] == [f"arn:aws:iam::{TARGET_A}:root", f"arn:aws:iam::{TARGET_B}:root"]
+    assert "kms:CreateGrant" in statement["Action"]
+
+
+def test_a_grant_can_stand_for_the_statement(stage, sandbox, diagnose):
+    kms = sandbox.client("kms")
+    kms.put_key_policy(KeyId=stage.source_key_arn, Policy=json.dumps({"Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{SOURCE_ACCOUNT}:root"}, "Action": "kms:*", "Resource": "*"}]}))
+    for account in (TARGET_A, TARGET_B):
+        kms.create_grant(KeyId=stage.source_key_arn, GranteePrincipal=f"arn:aws:iam::{account}:root",
+                         Operations=["Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
+                                     "GenerateDataKeyWithoutPlaintext", "DescribeKey", "CreateGrant"])
+    _, checks = diagnose()
+    assert by_check(checks, "kms.source-key-policy")[0].status is Status.PASS
+
+
+def test_a_role_with_another_external_id_fails(stage, sandbox, diagnose):
+    iam = sandbox.client("iam", account_id=TARGET_B)
+    iam.update_assume_role_policy(RoleName="AmiDistributorCopyRole", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": f"arn:aws:iam::{SOURCE_ACCOUNT}:root"},
+        "Condition": {"StringEquals": {"sts:ExternalId": "someone-else"}}}]}))
+    _, checks = diagnose()
+    results = statuses(checks)
+    assert results[("target.assume-role", f"{TARGET_A}/us-east-1")] == "PASS"
+    [failed] = [c for c in by_check(checks, "target.assume-role") if c.status is Status.FAIL]
+    assert failed.subject == f"{TARGET_B}/us-west-2" and "'ami-distributor-local'" in failed.detail
+    assert "ExternalId=ami-distributor-local" in failed.fix and "target-account-role.yaml" in failed.fix
+    # nothing more is checked through a role that cannot be assumed
+    assert not [c for c in checks if c.subject == f"{TARGET_B}/us-west-2" and c.check != "target.assume-role"]
+
+
+def test_a_missing_role_fails(stage, sandbox, diagnose):
+    iam = sandbox.client("iam", account_id=TARGET_A)
+    iam.delete_role_policy(RoleName="AmiDistributorCopyRole", PolicyName="copy-shared-amis")
+    iam.delete_role(RoleName="AmiDistributorCopyRole")
+    _, checks = diagnose()
+    assert statuses(checks)[("target.assume-role", f"{TARGET_A}/us-east-1")] == "FAIL"
+
+
+def test_a_role_that_may_not_copy_fails(stage, sandbox, diagnose):
+    iam = sandbox.client("iam", account_id=TARGET_A)
+    iam.put_role_policy(RoleName="AmiDistributorCopyRole", PolicyName="copy-shared-amis", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:DescribeImages", "Resource": "*"}]}))
+    _, checks = diagnose()
+    [check] = [c for c in by_check(checks, "target.permissions") if c.subject == f"{TARGET_A}/us-east-1"]
+    assert check.status is Status.FAIL and "ec2:CopyImage, ec2:CreateTags" in check.detail
+
+
+def test_a_missing_or_unusable_target_key_fails(stage, sandbox, diagnose):
+    kms = sandbox.client("kms", account_id=TARGET_B, region="us-west-2")
+    kms.delete_alias(AliasName="alias/ami-distributor-target")
+    key = sandbox.client("kms", account_id=TARGET_A).describe_key(KeyId="alias/ami-distributor-target")["KeyMetadata"]
+    sandbox.client("kms", account_id=TARGET_A).put_key_policy(KeyId=key["Arn"], Policy=json.dumps({"Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{TARGET_A}:role/Admin"}, "Action": "kms:*",
+        "Resource": "*"}]}))
+    _, checks = diagnose()
+    results = {c.subject: c for c in by_check(checks, "target.kms-key")}
+    assert results[f"{TARGET_B}/us-west-2"].status is Status.FAIL and "NotFoundException" in results[f"{TARGET_B}/us-west-2"].detail
+    assert results[f"{TARGET_A}/us-east-1"].status is Status.FAIL
+    assert "AmiDistributorCopyRole" in results[f"{TARGET_A}/us-east-1"].fix
+
+
+def test_the_stage_resources(stage, sandbox, diagnose):
+    sqs = sandbox.client("sqs")
+    sqs.set_queue_attributes(QueueUrl=stage.jobs_queue_url, Attributes={"VisibilityTimeout": "60", "RedrivePolicy": ""})
+    sandbox.client("events").disable_rule(Name="ami-distributor-on_ami_event")
+    sandbox.client("dynamodb").delete_table(TableName=stage.env["JOBS_TABLE"])
+    _, checks = diagnose()
+    results = statuses(checks)
+    assert results[("stage.table", "ami-distributor-local-jobs")] == "FAIL"
+    assert results[("stage.dlq", "ami-distributor-local-jobs")] == "FAIL"
+    assert results[("stage.visibility", "ami-distributor-local-jobs")] == "FAIL"
+    assert results[("stage.rules", "on_ami_event")] == "FAIL" and results[("stage.rules", "on_mgn_event")] == "PASS"
+    [visibility] = by_check(checks, "stage.visibility")
+    assert "VisibilityTimeout=360" in visibility.fix
+
+
+def test_nothing_provisioned_fails_without_crashing(sandbox, diagnose):
+    _, checks = diagnose()
+    results = statuses(checks)
+    assert results[("stage.table", "ami-distributor-local-jobs")] == "FAIL"
+    assert results[("stage.queue", "ami-distributor-local-jobs")] == "FAIL"
+    assert results[("kms.source-key-policy", "-")] == "FAIL"
