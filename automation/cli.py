@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 
 import typer
 
@@ -77,6 +78,58 @@ def run(
     from automation.local_lambda import poll_until_idle
 
     typer.echo(json_dumps(poll_until_idle(stage, endpoint_url)))
+
+
+@app.command()
+def simulate(
+    servers: int = typer.Option(100, help="Servers in the wave (MGN cuts them over 200 at a time)"),
+    seed: int = typer.Option(1, help="Seed: disk sizes, durations, failures, jitter; same seed, same result"),
+    targets: int = typer.Option(2, help="Target accounts to copy into"),
+    faults: str = typer.Option("none", help="Fault profile: none, lossy-events, no-events, duplicates, "
+                                            "image-failures, chaos"),
+    baseline: str = typer.Option(None, help="Also run the same wave through a baseline: runbook"),
+    stage: str = typer.Option("local", help="Stage in .chalice/config.json whose settings the handlers get"),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object as the last line"),
+    plot: Path = typer.Option(None, help="Write a PNG of jobs per stage over time"),
+) -> None:
+    """A whole wave through the real handlers on the sandbox and a virtual clock, measured."""
+    from automation.simulate import SimOptions, SimulationError, simulate as run_simulation
+    from automation.stages import UnknownStage, function_environment
+
+    options = SimOptions(servers=servers, seed=seed, targets=targets, faults=faults, baseline=baseline, stage=stage)
+    try:
+        options.validate()
+        function_environment(stage)
+        if plot is not None and (plot.suffix.lower() != ".png" or not plot.parent.resolve().is_dir()):
+            raise SimulationError(f"--plot {plot}: name a .png file in an existing directory")
+    except (SimulationError, UnknownStage) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+    result = run_simulation(options)
+    if plot is not None:
+        from automation.simulate.plot import plot as draw
+
+        draw(result.summary, result.timelines, plot)
+    summary = result.summary
+    typer.echo(f"{summary['done']}/{servers} done in {summary['makespan_s'] / 3600:.2f} h "
+               f"(lower bound {summary['lower_bound_s'] / 3600:.2f} h); {summary['api_calls_per_ami']} API calls and "
+               f"{summary['invocations_per_ami']} invocations per AMI; wall {summary['sim_wall_s']} s",
+               err=json_output)
+    if json_output:
+        typer.echo(result.to_json())
+
+
+@app.command()
+def doctor(
+    stage: str = typer.Option(..., "--stage", help="Stage in .chalice/config.json"),
+    endpoint_url: str = typer.Option(None, "--endpoint-url", help="A sandbox; otherwise your AWS credentials"),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object as the last line"),
+) -> None:
+    """Check what a wave needs before the cutover (MGN encryption, key policies, target roles, the stage);
+    exit 1 if any check FAILs."""
+    from automation.doctor import run as run_doctor
+
+    raise typer.Exit(run_doctor(stage, endpoint_url, json_output))
 
 
 def json_dumps(value: object) -> str:
