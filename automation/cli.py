@@ -14,16 +14,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="ami-distribu
 def sandbox(
     port: int = typer.Option(4566, help="Port on 127.0.0.1 (0 picks a free one)"),
     seed: int = typer.Option(0, help="Seed for modelled durations, failures and resource IDs"),
-    servers: int = typer.Option(0, help="Seed this many MGN source servers (for `demo --endpoint-url`)"),
+    servers: int = typer.Option(0, help="Provision the local stage, as the demo does, and seed this many MGN "
+                                        "source servers (for `demo --endpoint-url`, `doctor --endpoint-url`)"),
 ) -> None:
     """Serve the local AWS sandbox over HTTP on 127.0.0.1 until stopped (Ctrl-C or SIGTERM)."""
     from automation.demo import demo_settings
-    from automation.provision import SOURCE_KEY_ALIAS, key, seed_servers
-    from automation.sandbox import DEFAULT_REGION, SOURCE_ACCOUNT, RealClock, Sandbox
+    from automation.provision import provision, seed_servers
+    from automation.sandbox import RealClock, Sandbox
+    from automation.stages import function_environment
 
     box = Sandbox(clock=RealClock(), seed=seed, settings=demo_settings()).start("http", port=port)
     if servers:
-        seed_servers(box, servers, DEFAULT_REGION, key(box, SOURCE_ACCOUNT, DEFAULT_REGION, SOURCE_KEY_ALIAS))
+        stage = provision(box, function_environment("local"))
+        seed_servers(box, servers, stage.region, stage.source_key_arn)
     typer.echo(box.endpoint_url)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

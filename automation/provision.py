@@ -54,6 +54,14 @@ def provision(sandbox: Sandbox, env: dict[str, str], visibility_timeout_s: int =
 
 
 def _create_table(dynamodb, name: str) -> None:
+    try:
+        _create_jobs_table(dynamodb, name)
+    except dynamodb.exceptions.ResourceInUseException:
+        return  # provisioned already (`sandbox --servers N`, then `demo --endpoint-url`)
+    dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+
+
+def _create_jobs_table(dynamodb, name: str) -> None:
     dynamodb.create_table(
         TableName=name, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in
@@ -66,7 +74,6 @@ def _create_table(dynamodb, name: str) -> None:
              "KeySchema": [{"AttributeName": "awaited_image_id", "KeyType": "HASH"}]},
         ],
     )
-    dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
 
 
 def _route_events_to_queue(sandbox: Sandbox, region: str) -> str:

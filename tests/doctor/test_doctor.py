@@ -145,3 +145,31 @@ def test_nothing_provisioned_fails_without_crashing(sandbox, diagnose):
     assert results[("stage.table", "ami-distributor-local-jobs")] == "FAIL"
     assert results[("stage.queue", "ami-distributor-local-jobs")] == "FAIL"
     assert results[("kms.source-key-policy", "-")] == "FAIL"
+
+
+def test_a_broken_stage_fails_with_the_three_fixes(stage, sandbox, diagnose):
+    """The three set-ups behind most failed distributions at once: each is named with its own fix."""
+    from automation.doctor import summary
+
+    ebs = sandbox.client("kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    sandbox.client("ec2").modify_ebs_default_kms_key_id(KmsKeyId=ebs)
+    mgn = sandbox.client("mgn")
+    [template] = mgn.describe_replication_configuration_templates()["items"]
+    mgn.update_replication_configuration_template(
+        replicationConfigurationTemplateID=template["replicationConfigurationTemplateID"], ebsEncryption="DEFAULT")
+    kms = sandbox.client("kms")
+    policy = json.loads(kms.get_key_policy(KeyId=stage.source_key_arn)["Policy"])
+    kms.put_key_policy(KeyId=stage.source_key_arn, Policy=json.dumps({**policy, "Statement": policy["Statement"][:1]}))
+    sandbox.client("iam", account_id=TARGET_A).update_assume_role_policy(
+        RoleName="AmiDistributorCopyRole", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": f"arn:aws:iam::{SOURCE_ACCOUNT}:root"},
+            "Condition": {"StringEquals": {"sts:ExternalId": "wrong"}}}]}))
+
+    _, checks = diagnose()
+    failed = {c.check: c for c in checks if c.status is Status.FAIL}
+    assert set(failed) == {"mgn.replication-template", "kms.source-key-policy", "target.assume-role"}
+    assert "--ebs-encryption CUSTOM" in failed["mgn.replication-template"].fix
+    assert '"Sid": "AllowAmiDistributorTargetsToCopy"' in failed["kms.source-key-policy"].fix
+    assert failed["target.assume-role"].subject == f"{TARGET_A}/us-east-1"
+    assert "ExternalId=ami-distributor-local" in failed["target.assume-role"].fix
+    assert summary("local", checks)["ok"] is False
