@@ -349,13 +349,7 @@ class MgnService:
         """The launch template MGN makes per server: its disks, their volume type and KMS key."""
         from moto.ec2.models import ec2_backends
 
-        mappings = []
-        for disk in server.disks:
-            ebs = {"VolumeSize": disk.size_gib, "VolumeType": "gp3", "DeleteOnTermination": True,
-                   "Encrypted": disk.kms_key_arn is not None}
-            if disk.kms_key_arn:
-                ebs["KmsKeyId"] = disk.kms_key_arn
-            mappings.append({"DeviceName": disk.device, "Ebs": ebs})
+        mappings = _block_device_mappings(server)
         template = ec2_backends[server.account][server.region].create_launch_template(
             f"mgn-{server.id}", "MGN launch template",
             {"InstanceType": server.instance_type, "BlockDeviceMappings": mappings}, {})
@@ -676,13 +670,7 @@ class MgnService:
             "mgn.amazonaws.com-job": job.id,
             "mgn.amazonaws.com-source-server": server.id,
         }
-        mappings = []
-        for disk in server.disks:
-            ebs = {"VolumeSize": disk.size_gib, "VolumeType": "gp3", "DeleteOnTermination": True,
-                   "Encrypted": disk.kms_key_arn is not None}
-            if disk.kms_key_arn:
-                ebs["KmsKeyId"] = disk.kms_key_arn
-            mappings.append({"DeviceName": disk.device, "Ebs": ebs})
+        mappings = _block_device_mappings(server)
         reservation = ec2_backends[job.account][job.region].run_instances(
             f"ami-{self.sandbox.rng.getrandbits(68):017x}",  # the AMI MGN converts the replicated disks into
             1, None, [],
@@ -697,3 +685,15 @@ class MgnService:
     def _finish_post_launch_actions(participant: dict) -> None:
         for action in participant["postLaunchActionsStatus"]["postLaunchActionsLaunchStatusList"]:
             action["executionStatus"] = "SUCCESS"
+
+
+def _block_device_mappings(server: SourceServer) -> list[dict]:
+    """The server's replicated disks as EC2 block devices, each with its volume type and KMS key."""
+    mappings = []
+    for disk in server.disks:
+        ebs = {"VolumeSize": disk.size_gib, "VolumeType": "gp3", "DeleteOnTermination": True,
+               "Encrypted": disk.kms_key_arn is not None}
+        if disk.kms_key_arn:
+            ebs["KmsKeyId"] = disk.kms_key_arn
+        mappings.append({"DeviceName": disk.device, "Ebs": ebs})
+    return mappings
