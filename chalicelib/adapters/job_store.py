@@ -81,13 +81,7 @@ class DynamoJobStore:
     def jobs_of_wave(self, wave: str) -> Iterator[Job]:
         request = {"TableName": self.table_name, "IndexName": WAVE_INDEX,
                    "KeyConditionExpression": "wave = :wave", "ExpressionAttributeValues": {":wave": {"S": wave}}}
-        while True:
-            with aws_call("dynamodb:Query"):
-                page = self.dynamodb.query(**request)
-            yield from (self._job(item) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from (self._job(item) for item in self._items("Query", request))
 
     def summaries(self, wave: str | None = None, status: str | None = None) -> Iterator["JobSummary"]:
         """A few top-level attributes per job (never `doc`), paginated: a wave through its GSI, oldest
@@ -106,13 +100,18 @@ class DynamoJobStore:
         request["ExpressionAttributeNames"] = names
         if values:
             request["ExpressionAttributeValues"] = values
-        operation, call = ("Query", self.dynamodb.query) if wave is not None else ("Scan", self.dynamodb.scan)
+        for item in self._items("Query" if wave is not None else "Scan", request):
+            yield JobSummary(item["job_id"]["S"], item["stage"]["S"], item["status"]["S"],
+                             float(item["created_at"]["N"]) if "created_at" in item else None)
+
+    def _items(self, operation: str, request: dict) -> Iterator[dict]:
+        """Every item a Query or Scan returns, page after page."""
+        call = self.dynamodb.query if operation == "Query" else self.dynamodb.scan
+        request = dict(request)
         while True:
             with aws_call(f"dynamodb:{operation}"):
                 page = call(**request)
-            for item in page["Items"]:
-                yield JobSummary(item["job_id"]["S"], item["stage"]["S"], item["status"]["S"],
-                                 float(item["created_at"]["N"]) if "created_at" in item else None)
+            yield from page["Items"]
             if "LastEvaluatedKey" not in page:
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -135,13 +134,7 @@ class DynamoJobStore:
         request = {"TableName": self.table_name, "IndexName": WAVE_INDEX, "KeyConditionExpression": "wave = :wave",
                    "FilterExpression": "#s = :status", "ExpressionAttributeNames": {"#s": "status"},
                    "ExpressionAttributeValues": {":wave": {"S": wave}, ":status": {"S": status}}}
-        while True:
-            with aws_call("dynamodb:Query"):
-                page = self.dynamodb.query(**request)
-            yield from (self._job(item) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from (self._job(item) for item in self._items("Query", request))
 
     def _item(self, job: Job) -> dict:
         item = {
