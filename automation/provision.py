@@ -111,7 +111,8 @@ def key(sandbox: Sandbox, account: str, region: str, alias: str) -> str:
 
 def _prepare_source_encryption(sandbox: Sandbox, region: str, source_key: str, target_accounts: list[str]) -> None:
     """What source-key.yaml and the MGN settings give a real source account: the key lets every target
-    account use it for the copy, MGN replicates (and so launches) with it, and it is the EBS default."""
+    account use it for the copy, MGN replicates (and so launches) with it, and it is the EBS default;
+    and no AMI of the account can be made public."""
     from chalicelib.domain.key_policy import suggested_statement
 
     owner = {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
@@ -119,7 +120,9 @@ def _prepare_source_encryption(sandbox: Sandbox, region: str, source_key: str, t
     policy = {"Version": "2012-10-17", "Statement": [owner, suggested_statement(target_accounts)]}
     sandbox.client("kms", region=region).put_key_policy(KeyId=source_key, PolicyName="default",
                                                        Policy=json.dumps(policy))
-    sandbox.client("ec2", region=region).modify_ebs_default_kms_key_id(KmsKeyId=source_key)
+    ec2 = sandbox.client("ec2", region=region)
+    ec2.modify_ebs_default_kms_key_id(KmsKeyId=source_key)
+    ec2.enable_image_block_public_access(ImageBlockPublicAccessState="block-new-sharing")  # as doctor advises
     mgn = sandbox.client("mgn", region=region)
     [template] = mgn.describe_replication_configuration_templates()["items"]
     mgn.update_replication_configuration_template(

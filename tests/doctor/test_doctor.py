@@ -22,8 +22,8 @@ def test_the_demo_stage_passes(stage, diagnose):
     failed = [c for c in checks if c.status is Status.FAIL]
     assert failed == []
     warned = {c.check for c in checks if c.status is Status.WARN}
-    # no Lambda in the sandbox; moto has no AMI block public access: both said, neither pretended
-    assert warned <= {"stage.event-source", "allow-list.public"}
+    # no Lambda in the sandbox: said, not pretended
+    assert warned == {"stage.event-source"}
     assert by_check(checks, "stage.event-source")[0].detail.startswith("not deployed")
     names = {c.check for c in checks}
     assert names >= {"mgn.replication-template", "mgn.replication-servers", "mgn.launch-templates", "ebs.default-key",
@@ -173,3 +173,11 @@ def test_a_broken_stage_fails_with_the_three_fixes(stage, sandbox, diagnose):
     assert failed["target.assume-role"].subject == f"{TARGET_A}/us-east-1"
     assert "ExternalId=ami-distributor-local" in failed["target.assume-role"].fix
     assert summary("local", checks)["ok"] is False
+
+
+def test_ami_block_public_access_off_is_a_warning_with_its_fix(stage, sandbox, diagnose):
+    sandbox.client("ec2").disable_image_block_public_access()
+    _, checks = diagnose()
+    [check] = by_check(checks, "allow-list.public")
+    assert check.status is Status.WARN and "unblocked" in check.detail
+    assert "enable-image-block-public-access" in check.fix and "block-new-sharing" in check.fix
