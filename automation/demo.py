@@ -43,7 +43,7 @@ def run_demo(servers: int, endpoint_url: str | None, console: Console, live: boo
     sandbox = (Sandbox(clock=RealClock(), settings=demo_settings(), seed=1).start("http") if own_sandbox
                else Sandbox.remote(endpoint_url))
     try:
-        stage = provision(sandbox, function_environment("local"))
+        stage = provision(sandbox, {**function_environment("local"), **demo_settings().durations.handler_expectations()})
         wave = Wave(sandbox, stage, LocalLambda(sandbox, stage))
         if own_sandbox:
             source_servers = seed_servers(sandbox, servers, stage.region, stage.source_key_arn)

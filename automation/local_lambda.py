@@ -170,10 +170,12 @@ class LocalLambda:
 
 def _connect(stage_name: str, endpoint_url: str | None) -> tuple[Sandbox, ProvisionedStage]:
     """The stage's queues in a running sandbox (provisioned by `demo`) or in AWS (no endpoint)."""
+    from automation.demo import demo_settings
     from automation.provision import EVENTS_QUEUE
     from automation.stages import function_environment
 
-    env = function_environment(stage_name)
+    # a running sandbox is `python -m automation sandbox`'s, whose AWS runs at the demo's time scale
+    env = {**function_environment(stage_name), **demo_settings().durations.handler_expectations()}
     sandbox = Sandbox.remote(endpoint_url) if endpoint_url else None
     if sandbox is None:
         raise ValueError("run and invoke need --endpoint-url: only a sandbox has the local events queue")

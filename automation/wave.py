@@ -23,6 +23,7 @@ class Wave:
     def start(cls, sandbox: Sandbox, stage_name: str = "local", env_overrides: dict | None = None,
               seed: int = 0) -> "Wave":
         env = function_environment(stage_name)
+        env.update(sandbox.settings.durations.handler_expectations())
         env.update(env_overrides or {})
         # the handlers read time and randomness through bootstrap: put them on the sandbox's clock and seed
         bootstrap.overrides = bootstrap.Overrides(now=sandbox.clock.now, draw=random.Random(seed).random)

@@ -12,6 +12,7 @@ from typing import Mapping
 
 from .domain.backoff import Backoff
 from .domain.model import Cleanup, Distribution, Target
+from .domain.polling import Expected, PollPlan
 
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -36,7 +37,9 @@ class Settings:
     external_id: str | None
     launch_types: frozenset[str]
     wait_for_post_launch_actions: bool
-    poll: Backoff
+    poll: PollPlan
+    expected_create: Expected  # how long CreateImage takes, by size: when its first poll is due
+    expected_copy: Expected
     retry: Backoff
     max_copy_attempts: int
     max_stage_attempts: int
@@ -79,8 +82,22 @@ def load(env: Mapping[str, str]) -> Settings:
     wait_flag = env.get("WAIT_FOR_POST_LAUNCH_ACTIONS", "false").lower()
     if wait_flag not in ("true", "false"):
         problems.append("WAIT_FOR_POST_LAUNCH_ACTIONS must be true or false")
-    poll_base = number("POLL_BASE_SECONDS", 30, 1, 900)
-    poll_max = number("POLL_MAX_SECONDS", 300, 1, 900)
+    poll_min = number("POLL_MIN_SECONDS", 30, 1, 900)
+    poll_max = number("POLL_MAX_SECONDS", 900, 1, 900)
+    if poll_min > poll_max:
+        problems.append(f"POLL_MIN_SECONDS={poll_min} is more than POLL_MAX_SECONDS={poll_max}")
+
+    def expected(name: str, default: str) -> Expected:
+        try:
+            return Expected.parse(env.get(name, default))
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            return Expected.parse(default)
+
+    # AWS publishes no duration; these follow the sandbox's model (automation/sandbox/settings.py). A wrong
+    # guess costs a few polls, or (only when an AMI event is lost) a later look.
+    expected_create = expected("EXPECTED_CREATE_SECONDS", "120+6/GiB")
+    expected_copy = expected("EXPECTED_COPY_SECONDS", "300+12/GiB")
     retry_base = number("RETRY_BASE_SECONDS", 2, 1, 900)
     retry_max = number("RETRY_MAX_SECONDS", 120, 1, 900)
     max_copy_attempts = number("MAX_COPY_ATTEMPTS", 3, 1, 10)
@@ -92,7 +109,8 @@ def load(env: Mapping[str, str]) -> Settings:
         table_name=table, queue_url=queue_url, queue_arn=queue_arn, distribution=distribution,
         role_name=role_name, external_id=env.get("CROSS_ACCOUNT_EXTERNAL_ID") or None,
         launch_types=launch_types, wait_for_post_launch_actions=wait_flag == "true",
-        poll=Backoff(poll_base, poll_max), retry=Backoff(retry_base, retry_max),
+        poll=PollPlan(poll_min, poll_max), expected_create=expected_create, expected_copy=expected_copy,
+        retry=Backoff(retry_base, retry_max),
         max_copy_attempts=max_copy_attempts, max_stage_attempts=max_stage_attempts, job_ttl_days=ttl_days,
     )
 

@@ -32,7 +32,8 @@ from .adapters.sessions import CrossAccountSessions
 from .config import Settings
 from .domain import key_policy
 from .domain.errors import AwsError, Kind
-from .domain.model import Distribution, Job, Reason, Stage, Status, Target
+from .domain.model import Distribution, Job, Reason, Stage, Status, Target, TargetCopy
+from .domain.polling import Expected
 from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage, LaunchResult,
                      parse_ami_event, parse_intake)
 
@@ -40,6 +41,8 @@ logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
 WAKE_DELAY_S = 1  # lets the waker's own write land before its message is read
+# MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
+POST_LAUNCH_EXPECTED = Expected(300, 0)
 
 
 class EarlyMessage(Exception):
@@ -219,15 +222,24 @@ class Advancer:
         job.fail(reason, error.code, f"{error.operation}: {error.message}", now)
         return None
 
-    def _poll(self, job: Job) -> int:
+    def _poll(self, job: Job, started_at: float | None, expected_s: float) -> int:
+        """The delay until the next look at an operation AWS is still doing (see domain/polling.py)."""
         job.polls += 1
-        return self.settings.poll.delay(job.polls - 1, self.ports.draw())
+        return self.settings.poll.delay(started_at if started_at is not None else job.updated_at,
+                                        self.ports.now(), expected_s)
+
+    def _poll_image(self, job: Job) -> int:
+        return self._poll(job, job.image_started_at, self.settings.expected_create.seconds(job.size_gib))
+
+    def _poll_copies(self, job: Job, pending: list[TargetCopy]) -> int:
+        expected = self.settings.expected_copy.seconds(job.size_gib)
+        return min(self._poll(job, copy.started_at, expected) for copy in pending)
 
     # stages -------------------------------------------------------------------------------
     def _wait_launch(self, job: Job) -> int | None:
         launch = self.ports.mgn.launch(job.mgn_job_id or "", job.source_server_id or "")
         if not launch.post_launch_actions_done:
-            return self._poll(job)
+            return self._poll(job, job.created_at, POST_LAUNCH_EXPECTED.seconds(0))
         job.move_to(Stage.CREATE_IMAGE, self.ports.now(), "post-launch actions finished")
         return 0
 
@@ -254,9 +266,10 @@ class Advancer:
             return None
         job.source_image_id = self.ports.source_ec2.create_image(job.instance_id, job.image_name,
                                                                  job.provenance_tags)
+        job.size_gib, job.image_started_at = sum(v.size_gib for v in volumes), now
         job.awaited_image_id = job.source_image_id
         job.move_to(Stage.WAIT_IMAGE, now, job.source_image_id)
-        return self._poll(job)
+        return self._poll_image(job)
 
     def _source_key_problem(self, job: Job, key_ids: set[str]) -> str | None:
         """Would a copy target be refused the key its snapshots are encrypted with? Checked before CreateImage:
@@ -296,7 +309,7 @@ class Advancer:
             job.move_to(Stage.SHARE, now)
             return 0
         if image.state in ("pending", "transient"):
-            return self._poll(job)
+            return self._poll_image(job)
         job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}", image.reason or f"source image is {image.state}", now)
         return None
 
@@ -333,10 +346,11 @@ class Advancer:
                 description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
                 tags=job.provenance_tags,
             )
-            copy.state = "pending"
-        job.awaited_image_id = next(c.image_id for c in job.copies.values())
+            copy.state, copy.started_at = "pending", self.ports.now()
+        pending = [c for c in job.copies.values() if c.state == "pending"]
+        job.awaited_image_id = _last_started(pending).image_id
         job.move_to(Stage.WAIT_COPY, self.ports.now())
-        return self._poll(job)
+        return self._poll_copies(job, pending)
 
     def _wait_copy(self, job: Job) -> int | None:
         now = self.ports.now()
@@ -360,8 +374,8 @@ class Advancer:
             return self.settings.retry.delay(1, self.ports.draw())
         pending = [c for c in job.copies.values() if c.state == "pending"]
         if pending:
-            job.awaited_image_id = pending[0].image_id
-            return self._poll(job)
+            job.awaited_image_id = _last_started(pending).image_id
+            return self._poll_copies(job, pending)
         job.awaited_image_id = None
         return self._after_targets(job, None)
 
@@ -402,6 +416,11 @@ class Advancer:
         if len(transitions) == 2 and transitions[1].stage != transitions[0].stage:
             metrics.add_metric(name=f"{transitions[0].stage}Seconds", unit=MetricUnit.Seconds,
                                value=transitions[1].at - transitions[0].at)
+
+
+def _last_started(copies: list[TargetCopy]) -> TargetCopy:
+    """The copy expected to finish last: its state-change event is the one worth waking for."""
+    return max(copies, key=lambda c: c.started_at or 0.0)
 
 
 _STAGE_FAILURE = {

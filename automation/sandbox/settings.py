@@ -34,6 +34,15 @@ class DurationModel:
     def _scaled(self, seconds: float, draw: float) -> float:
         return seconds * (1 + self.jitter * (2 * draw - 1)) * self.time_scale
 
+    def handler_expectations(self) -> dict[str, str]:
+        """The stage settings that tell the handlers how long this model's images take (their poll plan),
+        at its time scale: what an operator would set from the durations seen in their own account."""
+        def seconds(value: float) -> str:
+            return f"{value * self.time_scale:.6f}".rstrip("0").rstrip(".")
+
+        return {"EXPECTED_CREATE_SECONDS": f"{seconds(self.create_base_s)}+{seconds(self.create_s_per_gib)}/GiB",
+                "EXPECTED_COPY_SECONDS": f"{seconds(self.copy_base_s)}+{seconds(self.copy_s_per_gib)}/GiB"}
+
 
 @dataclass
 class FailureModel:

@@ -111,6 +111,7 @@ class TargetCopy:
     image_id: str | None = None
     state: str | None = None  # the copy's image state as last seen
     attempts: int = 0  # CopyImage attempts (a failed copy is retried with a fresh ClientToken)
+    started_at: float | None = None  # when CopyImage was called (the poll plan counts from it)
 
     @property
     def key(self) -> str:
@@ -150,6 +151,8 @@ class Job:
     token: str = ""
     source_image_id: str | None = None
     snapshot_ids: list[str] = field(default_factory=list)
+    size_gib: int = 0  # the instance's EBS volumes: how long its image and copies are expected to take
+    image_started_at: float | None = None  # when CreateImage was called
     completed: list[str] = field(default_factory=list)  # side effects done ("share:snap-1"): a retried stage resumes
     copies: dict[str, TargetCopy] = field(default_factory=dict)
     attempt: int = 0  # consecutive retries of the current stage (backoff grows with it)

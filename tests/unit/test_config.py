@@ -31,12 +31,12 @@ def test_defaults_act_on_cutover_launches_only():
 
 
 def test_every_problem_is_reported_at_once():
-    bad = env(JOBS_TABLE=None, POLL_MAX_SECONDS="3600", DISTRIBUTION=json.dumps({"targets": [
+    bad = env(JOBS_TABLE=None, POLL_MAX_SECONDS="3600", EXPECTED_COPY_SECONDS="25 min", DISTRIBUTION=json.dumps({"targets": [
         {"accountId": "12345", "region": "moon-1", "kmsKeyId": "alias/aws/ebs"}]}))
     with pytest.raises(ConfigError) as raised:
         load(bad)
     message = str(raised.value)
-    for fragment in ("JOBS_TABLE is not set", "POLL_MAX_SECONDS=3600", "'12345' is not a 12-digit",
+    for fragment in ("JOBS_TABLE is not set", "POLL_MAX_SECONDS=3600", "EXPECTED_COPY_SECONDS: '25 min'", "'12345' is not a 12-digit",
                      "'moon-1' is not a region", "kmsKeyId must be the target's KMS key ARN"):
         assert fragment in message
 

@@ -1,6 +1,9 @@
+import pytest
+
 from chalicelib.domain.backoff import SQS_MAX_DELAY_S, Backoff
 from chalicelib.domain.errors import Kind, classify
 from chalicelib.domain.model import Cleanup, Distribution, Job, Reason, Stage, Status, Target
+from chalicelib.domain.polling import Expected, PollPlan
 
 DISTRIBUTION = Distribution((Target("222222222222", "us-east-1", "arn:aws:kms:us-east-1:222222222222:alias/k"),),
                             cleanup=Cleanup(True, True, True))
@@ -12,6 +15,21 @@ def test_backoff_grows_then_caps_within_sqs_limits():
     assert ceilings == [30, 60, 120, 240, 300, 300, 300, 300]
     assert backoff.delay(3, draw=1.0) == 120  # jitter takes up to half off
     assert Backoff(600, 5000).delay(5, 0.0) == SQS_MAX_DELAY_S
+
+
+def test_poll_plan_looks_first_at_the_expected_end_then_every_tenth_of_the_wait():
+    plan, expected = PollPlan(min_s=5, max_s=900), Expected.parse("120+6/GiB").seconds(100)  # 720 s
+    assert plan.delay(started_at=1000, now=1000, expected_s=expected) == 720
+    assert plan.delay(started_at=1000, now=1000 + 720, expected_s=expected) == 72  # late: 10% of 720 s
+    assert plan.delay(started_at=1000, now=1000 + 3000, expected_s=expected) == 300  # 10% of the time waited
+    assert plan.delay(started_at=0, now=86400, expected_s=expected) == 900  # SQS's longest delay
+    assert PollPlan(min_s=30, max_s=900).delay(0, 0, expected_s=10) == 30
+
+
+def test_expected_durations_parse_or_say_what_is_wrong():
+    assert Expected.parse(" 0.3 + 0.012 / GiB ") == Expected(0.3, 0.012)
+    with pytest.raises(ValueError, match="e.g. '120\\+6/GiB'"):
+        Expected.parse("ten minutes")
 
 
 def test_errors_are_classified_once():

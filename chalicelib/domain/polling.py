@@ -1,0 +1,50 @@
+"""When to look at an image AWS is still making. Pure: the caller passes the clock.
+
+The `EC2 AMI State Change` event wakes a job the moment its image is ready; polling is only the
+backstop for a lost event. So a poll before the image can plausibly be ready is a wasted call.
+The plan polls first at the expected end (from the image's size), then every tenth of the time
+waited so far: a lost event is noticed within about 10% of the operation's duration, and a job
+whose event arrives polls only when its image is later than expected.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .backoff import SQS_MAX_DELAY_S
+
+_EXPECTED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*(\d+(?:\.\d+)?)\s*/\s*GiB\s*$")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """How long an operation is expected to take: a fixed part plus a part per GiB of the image."""
+
+    base_s: float
+    per_gib_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Expected":
+        """'120+6/GiB': 120 s plus 6 s per GiB."""
+        match = _EXPECTED.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not '<seconds>+<seconds per GiB>/GiB', e.g. '120+6/GiB'")
+        return cls(float(match.group(1)), float(match.group(2)))
+
+    def seconds(self, size_gib: float) -> float:
+        return self.base_s + self.per_gib_s * size_gib
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    min_s: int
+    max_s: int
+    first_at: float = 1.0  # the first poll, as a share of the expected duration
+    every: float = 0.1  # later polls, as a share of the time waited so far (at least the expected duration)
+
+    def delay(self, started_at: float, now: float, expected_s: float) -> int:
+        """Seconds until the next look at an operation that started at `started_at`."""
+        waited = max(0.0, now - started_at)
+        first = self.first_at * expected_s
+        wait = first - waited if waited < first else self.every * max(expected_s, waited)
+        return int(max(self.min_s, min(self.max_s, SQS_MAX_DELAY_S, round(wait))))
