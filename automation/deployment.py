@@ -48,7 +48,8 @@ FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
     "on_mgn_event": ("dynamodb:GetItem", "dynamodb:PutItem", "mgn:DescribeJobs", "sqs:SendMessageBatch"),
     "advance_jobs": (
         "dynamodb:GetItem", "dynamodb:PutItem", "mgn:DescribeJobs", "sqs:SendMessageBatch",
-        "ec2:DescribeInstances", "ec2:DescribeVolumes", "kms:DescribeKey", "kms:GetKeyPolicy", "ec2:CreateImage", "ec2:DescribeImages",
+        "ec2:DescribeInstances", "ec2:DescribeVolumes", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListGrants",
+        "ec2:CreateImage", "ec2:DescribeImages",
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
         "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:TerminateInstances",
     ),
@@ -148,6 +149,7 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
         "ec2:DescribeImages": ("ReadOnlyNoResourceLevel", ["*"], None),
         "kms:DescribeKey": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "kms:GetKeyPolicy": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
+        "kms:ListGrants": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "ec2:CreateImage": ("CreateImage", [instance, image, snapshot], None),
         "ec2:ModifyImageAttribute": ("OwnImages", [image], ours),
         "ec2:DeregisterImage": ("OwnImages", [image], ours),

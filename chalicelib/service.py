@@ -281,6 +281,7 @@ class Advancer:
                 continue  # another account's key: only that account may read its policy
             try:
                 policy = self.ports.source_ec2.key_policy(key_id)
+                grants = self.ports.source_ec2.key_grants(key_id)
             except AwsError as error:
                 if error.kind is Kind.THROTTLED or error.kind is Kind.TRANSIENT:
                     raise
@@ -290,7 +291,7 @@ class Advancer:
                 caller = key_policy.Caller(account, self.ports.targets.role_arn(account),
                                            via_service=f"ec2.{job.region}.amazonaws.com")
                 try:
-                    verdict = key_policy.evaluate(policy, caller)
+                    verdict = key_policy.evaluate(policy, caller, grants)
                 except key_policy.PolicyError as error:
                     return f"key {key_id}: {error}"
                 if verdict.refused:

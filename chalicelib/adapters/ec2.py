@@ -29,6 +29,7 @@ class Ec2Images:
     kms: object | None = None
     _key_managers: dict[str, str] = field(default_factory=dict)
     _key_policies: dict[str, str] = field(default_factory=dict)
+    _key_grants: dict[str, list[dict]] = field(default_factory=dict)
 
     def instance_volumes(self, instance_id: str) -> list[Volume]:
         with aws_call("ec2:DescribeInstances"):
@@ -57,6 +58,20 @@ class Ec2Images:
             with aws_call("kms:GetKeyPolicy"):
                 self._key_policies[key_id] = self.kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
         return self._key_policies[key_id]
+
+    def key_grants(self, key_id: str) -> list[dict]:
+        """The key's grants (a grant can let a target use the key where the policy does not); cached like the policy."""
+        if key_id not in self._key_grants:
+            grants, request = [], {"KeyId": key_id}
+            while True:
+                with aws_call("kms:ListGrants"):
+                    page = self.kms.list_grants(**request)
+                grants += page.get("Grants", [])
+                if not page.get("Truncated"):
+                    break
+                request["Marker"] = page["NextMarker"]
+            self._key_grants[key_id] = grants
+        return self._key_grants[key_id]
 
     def create_image(self, instance_id: str, name: str, tags: dict[str, str]) -> str:
         """CreateImage has no ClientToken: the name is the idempotency key, and a duplicate is adopted."""

@@ -37,3 +37,22 @@ def test_the_provisioned_key_lets_every_target_copy(start_wave, sandbox):
     [job] = wave.jobs()
     assert job["status"] == "DONE", job["last_error"]
     assert sandbox.service_calls["kms:GetKeyPolicy"] == 1
+
+
+def test_grants_can_stand_for_the_key_policy_statement(start_wave, sandbox):
+    """Doctor counts a target's grants on the key; so does the preflight (a stage doctor passes is not refused)."""
+    wave = start_wave()
+    kms = wave.sandbox.client("kms", region=wave.stage.region)
+    key = wave.stage.source_key_arn
+    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps({"Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{wave.source}:root"}, "Action": "kms:*",
+        "Resource": "*"}]}))
+    for account in (TARGET_A[0], TARGET_B[0]):
+        kms.create_grant(KeyId=key, GranteePrincipal=f"arn:aws:iam::{account}:root", Operations=[
+            "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext",
+            "DescribeKey", "CreateGrant"])
+    wave.cutover(1)
+    wave.run()
+    [job] = wave.jobs()
+    assert job["status"] == "DONE", job["last_error"]
+    assert sandbox.service_calls["kms:ListGrants"] == 1
