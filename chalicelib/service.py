@@ -18,6 +18,7 @@ The message protocol (why no job is lost and no work is done twice):
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ from .adapters.queue import JobQueue
 from .adapters.sessions import CrossAccountSessions
 from .config import Settings
 from .domain import key_policy
+from .domain.backoff import SQS_MAX_DELAY_S
 from .domain.errors import AwsError, Kind
 from .domain.model import Distribution, Job, Reason, Stage, Status, Target, TargetCopy
 from .domain.polling import Expected
@@ -41,6 +43,7 @@ logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
 WAKE_DELAY_S = 1  # lets the waker's own write land before its message is read
+HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
 
@@ -60,6 +63,10 @@ class Ports:
     mgn: MgnLaunches
     now: Callable[[], float]
     draw: Callable[[], float]  # uniform [0, 1): backoff jitter
+
+
+def sqs_delay(seconds: float) -> int:
+    return max(0, min(SQS_MAX_DELAY_S, math.ceil(seconds)))
 
 
 def new_token(*parts: Any) -> str:
@@ -178,6 +185,12 @@ class Advancer:
             raise EarlyMessage(f"message for version {message.version}, job is at {job.version}")
         if message.version < job.version or message.token != job.token:
             return "dropped: stale message"
+        now = self.ports.now()
+        if job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S:
+            # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
+            # with no AWS call and no write (a duplicate of it is harmless, like any duplicate delivery)
+            self.ports.queue.send([(message, sqs_delay(job.next_wake_at - now))])
+            return f"waiting {job.stage.value} until {job.next_wake_at:.0f}"
         read_version = job.version
         delay = self._step(job)
         job.version += 1
@@ -185,7 +198,7 @@ class Advancer:
         job.updated_at = self.ports.now()
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
-            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), delay)])
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), sqs_delay(delay))])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:

@@ -200,6 +200,7 @@ class Job:
         self.stage = stage
         self.attempt = 0
         self.polls = 0
+        self.next_wake_at = None  # a new stage starts now; the step that moved it says when to look next
         self.history.append(Transition(stage.value, self.status.value, now, note))
 
     def finish(self, now: float) -> None:

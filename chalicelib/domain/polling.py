@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .backoff import SQS_MAX_DELAY_S
-
 _EXPECTED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*(\d+(?:\.\d+)?)\s*/\s*GiB\s*$")
 
 
@@ -43,8 +41,10 @@ class PollPlan:
     every: float = 0.1  # later polls, as a share of the time waited so far (at least the expected duration)
 
     def delay(self, started_at: float, now: float, expected_s: float) -> int:
-        """Seconds until the next look at an operation that started at `started_at`."""
+        """Seconds until the next look at an operation that started at `started_at`. The first look may be
+        further off than SQS can delay a message (900 s): the job then waits in hops (service.py)."""
         waited = max(0.0, now - started_at)
         first = self.first_at * expected_s
-        wait = first - waited if waited < first else self.every * max(expected_s, waited)
-        return int(max(self.min_s, min(self.max_s, SQS_MAX_DELAY_S, round(wait))))
+        if waited < first:
+            return int(max(self.min_s, round(first - waited)))
+        return int(max(self.min_s, min(self.max_s, round(self.every * max(expected_s, waited)))))

@@ -22,7 +22,8 @@ def test_poll_plan_looks_first_at_the_expected_end_then_every_tenth_of_the_wait(
     assert plan.delay(started_at=1000, now=1000, expected_s=expected) == 720
     assert plan.delay(started_at=1000, now=1000 + 720, expected_s=expected) == 72  # late: 10% of 720 s
     assert plan.delay(started_at=1000, now=1000 + 3000, expected_s=expected) == 300  # 10% of the time waited
-    assert plan.delay(started_at=0, now=86400, expected_s=expected) == 900  # SQS's longest delay
+    assert plan.delay(started_at=0, now=86400, expected_s=expected) == 900  # POLL_MAX_SECONDS
+    assert plan.delay(started_at=0, now=0, expected_s=6900) == 6900  # further than SQS delays: the job hops
     assert PollPlan(min_s=30, max_s=900).delay(0, 0, expected_s=10) == 30
 
 
