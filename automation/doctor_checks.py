@@ -209,6 +209,9 @@ class Doctor:
                       "no launch template names an AWS-managed key (volumes keep the replication key)")]
 
     def ebs_default_key(self) -> list[Check]:
+        # the stage's region is its only source region: the consumer images instances with its own region's EC2
+        # client (chalicelib/bootstrap.py), its policy and EventBridge rules are in that region; targets elsewhere
+        # only receive copies, re-encrypted with their own key, so their EBS default never touches a snapshot
         default = self.ebs_default()
         by_default = self.client("ec2").get_ebs_encryption_by_default()["EbsEncryptionByDefault"]
         fix = f"aws ec2 modify-ebs-default-kms-key-id --region {self.region} --kms-key-id {{KEY}}"

@@ -181,3 +181,37 @@ def test_ami_block_public_access_off_is_a_warning_with_its_fix(stage, sandbox, d
     [check] = by_check(checks, "allow-list.public")
     assert check.status is Status.WARN and "unblocked" in check.detail
     assert "enable-image-block-public-access" in check.fix and "block-new-sharing" in check.fix
+
+
+def deploy_consumer(sandbox, stage, **mapping):
+    """What a deployed stage has that the local runner stands in for: the consumer and its queue's mapping."""
+    from automation.deployment import StageSpec, consumer_batch_size
+
+    spec = StageSpec.load("local")
+    role = sandbox.client("iam").create_role(RoleName=spec.function_name("advance_jobs"), AssumeRolePolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]
+    lam = sandbox.client("lambda")
+    lam.create_function(FunctionName=spec.function_name("advance_jobs"), Runtime="python3.11", Role=role["Arn"],
+                        Handler="app.advance_jobs", Code={"ZipFile": b"PK\x05\x06" + b"\0" * 18})
+    lam.create_event_source_mapping(EventSourceArn=stage.env["JOBS_QUEUE_ARN"], FunctionName=spec.function_name(
+        "advance_jobs"), BatchSize=consumer_batch_size(), ScalingConfig={"MaximumConcurrency": spec.max_concurrency},
+        **mapping)
+
+
+def test_a_mapping_with_partial_batch_responses_passes(stage, sandbox, diagnose):
+    deploy_consumer(sandbox, stage, FunctionResponseTypes=["ReportBatchItemFailures"])
+    _, checks = diagnose()
+    [check] = by_check(checks, "stage.event-source")
+    assert check.status is Status.PASS and check.subject == "ami-distributor-local-advance_jobs"
+    assert "ReportBatchItemFailures" in check.detail
+
+
+def test_a_mapping_without_partial_batch_responses_fails_with_the_deploy_fix(stage, sandbox, diagnose):
+    # what `chalice deploy` alone leaves: one failed message would redeliver the whole batch
+    deploy_consumer(sandbox, stage)
+    _, checks = diagnose()
+    [check] = by_check(checks, "stage.event-source")
+    assert check.status is Status.FAIL
+    assert check.detail == "FunctionResponseTypes lacks ReportBatchItemFailures"
+    assert check.fix.startswith("python -m automation deploy --stage local")

@@ -86,6 +86,48 @@ def test_a_crash_between_send_and_delete_loses_nothing_and_duplicates_no_work(cl
     assert depth(wave, wave.stage.dlq_url) == 0
 
 
+def replay_leaving_the_letter(cli, wave: Wave, job_id: str) -> None:
+    """A filtered replay that dies between its send and its delete: the job runs on, its dead letter stays."""
+    def die(**_):
+        raise InvocationCrashed("killed between send and delete")
+
+    with before_call("sqs.DeleteMessage", die), pytest.raises(InvocationCrashed):
+        cli("dlq", "replay", "--job-id", job_id, *LOCAL)
+    wave.run()
+    wave.sandbox.clock.advance(61)  # the dead letter is visible again
+
+
+def test_letters_of_done_cancelled_and_unfixably_failed_jobs_are_dropped_not_replayed(cli, start_wave, sandbox):
+    wave = dead_lettered(start_wave, 3)
+    done, cancelled, failed = sorted(j["job_id"] for j in wave.jobs())
+    replay_leaving_the_letter(cli, wave, done)
+    # the source key no longer lets the target copy: preflight fails the job, and a replay cannot change that
+    kms = sandbox.client("kms")
+    policy = json.loads(kms.get_key_policy(KeyId=wave.stage.source_key_arn)["Policy"])
+    kms.put_key_policy(KeyId=wave.stage.source_key_arn, Policy=json.dumps({**policy, "Statement": policy["Statement"][:1]}))
+    replay_leaving_the_letter(cli, wave, failed)
+    cli("cancel", cancelled, *LOCAL)
+    before = {j["job_id"]: j for j in wave.jobs()}
+    assert {k: (j["status"], j["reason"]) for k, j in before.items()} == {
+        done: ("DONE", None), cancelled: ("CANCELLED", None), failed: ("FAILED", "SOURCE_KEY_UNUSABLE")}
+    assert depth(wave, wave.stage.dlq_url) == 3 and depth(wave, wave.stage.jobs_queue_url) == 0
+    calls = sandbox.service_call_counts()
+
+    filtered = cli.json("dlq", "replay", "--job-id", done, *LOCAL)  # the filtered path
+    assert [(m["job_id"], m["why"]) for m in filtered["dropped"]] == [(done, "job is DONE")]
+    assert filtered["moved"] == filtered["retried"] == [] and filtered["left"] == 2
+    sandbox.clock.advance(1)  # moto shows a message released with visibility 0 only once its clock has moved on
+    everything = cli.json("dlq", "replay", *LOCAL)  # the move task's path: dropped before a task is started
+    assert {m["job_id"]: m["why"] for m in everything["dropped"]} == {
+        cancelled: "job is CANCELLED",
+        failed: "job FAILED (SOURCE_KEY_UNUSABLE): replay cannot fix it; see `show`, then `retry`"}
+    assert everything["to_move"] == everything["retried"] == [] and everything["task"] is None
+    assert depth(wave, wave.stage.dlq_url) == 0 and depth(wave, wave.stage.jobs_queue_url) == 0
+    wave.run()
+    assert {j["job_id"]: j for j in wave.jobs()} == before  # no record changed
+    assert sandbox.service_call_counts() == calls  # and the functions made no AWS call for them
+
+
 def test_dlq_bad_input_changes_nothing(cli, start_wave, sandbox):
     wave = dead_lettered(start_wave, 1)
     [job] = wave.jobs()
