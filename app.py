@@ -24,6 +24,8 @@ def on_mgn_event(event):
     # Chalice imports app.py with the stage's environment set, so each stage binds its own queue.
     queue_arn=os.environ.get("JOBS_QUEUE_ARN", "arn:aws:sqs:us-east-1:111111111111:ami-distributor-jobs"),
     batch_size=10,
+    # a second's wait lets the polls that fall due together (domain/polling.py's grid) share one invocation
+    maximum_batching_window_in_seconds=int(os.environ.get("CONSUMER_BATCH_WINDOW_SECONDS", "1")),
     maximum_concurrency=int(os.environ.get("CONSUMER_MAX_CONCURRENCY", "20")),
 )
 def advance_jobs(event):

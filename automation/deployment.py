@@ -53,8 +53,9 @@ FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
         "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:TerminateInstances",
     ),
-    "on_ami_event": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "sqs:SendMessageBatch"),
 }
+# on_ami_event wakes the job waiting on the image and takes its step there (service.Advancer.wake)
+FUNCTION_CALLS["on_ami_event"] = tuple(sorted(set(FUNCTION_CALLS["advance_jobs"]) | {"dynamodb:Query"}))
 # Made with the target role's credentials: templates/target-account-role.yaml grants these.
 TARGET_ROLE_CALLS = ("ec2:CopyImage", "ec2:DescribeImages", "ec2:DeregisterImage")
 # What Lambda itself calls with the function's role.

@@ -20,6 +20,8 @@ from chalicelib.domain.model import Target
 
 AWS_EBS_ALIAS = "alias/aws/ebs"
 SESSION_NAME = "ami-distributor-doctor"
+# the functions that assume the target role: advance_jobs, and on_ami_event when an AMI event wakes a job
+COPYING_FUNCTIONS = ("advance_jobs", "on_ami_event")
 SHOWN = 5  # resources named in one check's detail before "and N more"
 # what the copying role does in a target (chalicelib/adapters/ec2.py): DryRun proves the permission
 TARGET_ACTIONS = ("CopyImage", "DescribeImages", "CreateTags")
@@ -275,43 +277,30 @@ class Doctor:
         return checks
 
     # targets ------------------------------------------------------------------------------------------
-    def _distributor_session(self) -> tuple[boto3.Session, str]:
-        """Assume the target roles as the stage's advance_jobs role when the operator may (that is the role the
-        target's trust policy names); otherwise as the operator, and say so."""
-        sts = self.client("sts")
-        role_arn = f"arn:aws:iam::{self.spec.account}:role/{self.spec.function_name('advance_jobs')}"
-        try:
-            credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=SESSION_NAME)["Credentials"]
-        except ClientError:
-            return self.session, sts.get_caller_identity()["Arn"]
-        return _session(credentials, self.region), role_arn
+    def _distributor_sessions(self) -> list[tuple[boto3.Session, str]]:
+        """Assume the target roles as each function role that copies (those the target's trust policy must name),
+        where the operator may assume it; otherwise as the operator, and say so."""
+        sts, found = self.client("sts"), []
+        for function in COPYING_FUNCTIONS:
+            role_arn = f"arn:aws:iam::{self.spec.account}:role/{self.spec.function_name(function)}"
+            try:
+                credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=SESSION_NAME)["Credentials"]
+            except ClientError:
+                continue
+            found.append((_session(credentials, self.region), role_arn))
+        return found or [(self.session, sts.get_caller_identity()["Arn"])]
 
     def targets(self) -> list[Check]:
-        distributor, identity = self._distributor_session()
+        distributors = self._distributor_sessions()
         checks, sessions = [], {}
         for target in self.settings.distribution.targets:
-            subject = target.key
             role_arn = f"arn:aws:iam::{target.account_id}:role/{self.settings.role_name}"
             if target.account_id not in sessions:
-                request = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME}
-                if self.settings.external_id:
-                    request["ExternalId"] = self.settings.external_id
-                try:
-                    credentials = self.client("sts", distributor).assume_role(**request)["Credentials"]
-                    sessions[target.account_id] = _session(credentials, target.region)
-                except ClientError as error:
-                    sessions[target.account_id] = None
-                    checks.append(Check("target.assume-role", subject, Status.FAIL,
-                                        f"{identity} cannot assume {role_arn} with ExternalId "
-                                        f"{self.settings.external_id!r}: {_error_code(error)}",
-                                        f"in account {target.account_id}, deploy automation/templates/target-account-role.yaml "
-                                        f"with RoleName={self.settings.role_name} ExternalId={self.settings.external_id} "
-                                        f"DistributorRoleArns=arn:aws:iam::{self.spec.account}:role/"
-                                        f"{self.spec.function_name('advance_jobs')} (the trust policy must allow it "
-                                        "with sts:ExternalId equal to CROSS_ACCOUNT_EXTERNAL_ID)"))
-                    continue
-                checks.append(Check("target.assume-role", subject, Status.PASS,
-                                    f"{identity} assumes {role_arn} with the configured ExternalId"))
+                # every copying role must be trusted; the first one's session runs the checks below
+                assumed = [self._assume_target_role(target, session, identity, role_arn)
+                           for session, identity in distributors]
+                checks += [check for _, check in assumed]
+                sessions[target.account_id] = assumed[0][0] if all(s for s, _ in assumed) else None
             session = sessions[target.account_id]
             if session is None:
                 continue
@@ -319,6 +308,26 @@ class Doctor:
             if target.copy:
                 checks.append(self._target_key(target, session, role_arn))
         return checks
+
+    def _assume_target_role(self, target: Target, distributor: boto3.Session, identity: str,
+                            role_arn: str) -> tuple[boto3.Session | None, Check]:
+        request = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME}
+        if self.settings.external_id:
+            request["ExternalId"] = self.settings.external_id
+        try:
+            credentials = self.client("sts", distributor).assume_role(**request)["Credentials"]
+        except ClientError as error:
+            roles = ",".join(f"arn:aws:iam::{self.spec.account}:role/{self.spec.function_name(f)}"
+                             for f in COPYING_FUNCTIONS)
+            return None, Check("target.assume-role", target.key, Status.FAIL,
+                               f"{identity} cannot assume {role_arn} with ExternalId "
+                               f"{self.settings.external_id!r}: {_error_code(error)}",
+                               f"in account {target.account_id}, deploy automation/templates/target-account-role.yaml "
+                               f"with RoleName={self.settings.role_name} ExternalId={self.settings.external_id} "
+                               f"DistributorRoleArns={roles} (the trust policy must allow them "
+                               "with sts:ExternalId equal to CROSS_ACCOUNT_EXTERNAL_ID)")
+        return _session(credentials, target.region), Check(
+            "target.assume-role", target.key, Status.PASS, f"{identity} assumes {role_arn} with the configured ExternalId")
 
     def _target_permissions(self, target: Target, session: boto3.Session, role_arn: str) -> Check:
         ec2 = self.client("ec2", session, target.region)

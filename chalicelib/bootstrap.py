@@ -22,7 +22,7 @@ from .service import Advancer, Intake, Ports, Waker
 
 _ENV_KEYS = ("JOBS_TABLE", "JOBS_QUEUE_URL", "JOBS_QUEUE_ARN", "DISTRIBUTION", "CROSS_ACCOUNT_ROLE_NAME",
              "CROSS_ACCOUNT_EXTERNAL_ID", "LAUNCH_TYPES", "WAIT_FOR_POST_LAUNCH_ACTIONS", "POLL_MIN_SECONDS",
-             "POLL_MAX_SECONDS", "EXPECTED_CREATE_SECONDS", "EXPECTED_COPY_SECONDS", "RETRY_BASE_SECONDS",
+             "POLL_MAX_SECONDS", "POLL_GRID_SECONDS", "EXPECTED_CREATE_SECONDS", "EXPECTED_COPY_SECONDS", "RETRY_BASE_SECONDS",
              "RETRY_MAX_SECONDS", "MAX_COPY_ATTEMPTS",
              "MAX_STAGE_ATTEMPTS", "JOB_TTL_DAYS", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
              "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS")
@@ -65,7 +65,8 @@ def build(settings: config.Settings) -> Container:
         now=now,
         draw=draw,
     )
-    return Container(settings, ports, Intake(settings, ports), Advancer(settings, ports), Waker(ports))
+    advancer = Advancer(settings, ports)
+    return Container(settings, ports, Intake(settings, ports), advancer, Waker(ports, advancer))
 
 
 def reset() -> None:

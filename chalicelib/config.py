@@ -84,6 +84,7 @@ def load(env: Mapping[str, str]) -> Settings:
         problems.append("WAIT_FOR_POST_LAUNCH_ACTIONS must be true or false")
     poll_min = number("POLL_MIN_SECONDS", 30, 1, 900)
     poll_max = number("POLL_MAX_SECONDS", 900, 1, 900)
+    poll_grid = number("POLL_GRID_SECONDS", 60, 1, 300)
     if poll_min > poll_max:
         problems.append(f"POLL_MIN_SECONDS={poll_min} is more than POLL_MAX_SECONDS={poll_max}")
 
@@ -109,7 +110,7 @@ def load(env: Mapping[str, str]) -> Settings:
         table_name=table, queue_url=queue_url, queue_arn=queue_arn, distribution=distribution,
         role_name=role_name, external_id=env.get("CROSS_ACCOUNT_EXTERNAL_ID") or None,
         launch_types=launch_types, wait_for_post_launch_actions=wait_flag == "true",
-        poll=PollPlan(poll_min, poll_max), expected_create=expected_create, expected_copy=expected_copy,
+        poll=PollPlan(poll_min, poll_max, poll_grid), expected_create=expected_create, expected_copy=expected_copy,
         retry=Backoff(retry_base, retry_max),
         max_copy_attempts=max_copy_attempts, max_stage_attempts=max_stage_attempts, job_ttl_days=ttl_days,
     )

@@ -42,7 +42,6 @@ from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage
 logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
-WAKE_DELAY_S = 1  # lets the waker's own write land before its message is read
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
@@ -189,16 +188,38 @@ class Advancer:
         if job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S:
             # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
             # with no AWS call and no write (a duplicate of it is harmless, like any duplicate delivery)
-            self.ports.queue.send([(message, sqs_delay(job.next_wake_at - now))])
+            hop_to = min(job.next_wake_at, self.settings.poll.on_grid(now + SQS_MAX_DELAY_S, earlier=True))
+            self.ports.queue.send([(message, sqs_delay(hop_to - now))])
             return f"waiting {job.stage.value} until {job.next_wake_at:.0f}"
+        return self._advance(job, delivery_id)
+
+    def wake(self, job_id: str, image_id: str, request_id: str) -> str:
+        """The fast path: the image the job waits on changed state, so its step runs now, in the event's
+        invocation, instead of at its next poll. Its waiting message goes stale when this step is written;
+        should this invocation die first, that message is still there: polling stays the backstop."""
+        job = self.ports.store.get(job_id)
+        if job is None or job.status.terminal or job.awaited_image_id != image_id:
+            return "not waiting on it"
+        return self._advance(job, f"{request_id}:{image_id}")
+
+    def _advance(self, job: Job, delivery_id: str) -> str:
+        """Steps until the job must wait (or ends), then SENDS its next message and only then WRITES it,
+        conditional on the version read. Stages that need no waiting (SHARE after the image is ready, COPY,
+        CLEANUP) run on in the same invocation: a few calls each, so the work stays bounded."""
         read_version = job.version
         delay = self._step(job)
+        for _ in range(len(self._stages)):
+            if delay != 0 or job.status.terminal:
+                break
+            delay = self._step(job)
         job.version += 1
         job.token = new_token(job.job_id, job.version, delivery_id)
         job.updated_at = self.ports.now()
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
-            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), sqs_delay(delay))])
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token),
+                                    sqs_delay(min(delay, self.settings.poll.on_grid(
+                                        job.updated_at + SQS_MAX_DELAY_S, earlier=True) - job.updated_at)))])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:
@@ -238,8 +259,9 @@ class Advancer:
     def _poll(self, job: Job, started_at: float | None, expected_s: float) -> int:
         """The delay until the next look at an operation AWS is still doing (see domain/polling.py)."""
         job.polls += 1
-        return self.settings.poll.delay(started_at if started_at is not None else job.updated_at,
-                                        self.ports.now(), expected_s)
+        now = self.ports.now()
+        delay = self.settings.poll.delay(started_at if started_at is not None else job.updated_at, now, expected_s)
+        return math.ceil(self.settings.poll.on_grid(now + delay) - now)
 
     def _poll_image(self, job: Job) -> int:
         return self._poll(job, job.image_started_at, self.settings.expected_create.seconds(job.size_gib))
@@ -449,10 +471,10 @@ _STAGE_FAILURE = {
 
 
 class Waker:
-    """The fast path: an image changed state, so the job waiting on it looks now instead of at its next poll."""
+    """The fast path: an image changed state, so the job waiting on it takes its step now (Advancer.wake)."""
 
-    def __init__(self, ports: Ports) -> None:
-        self.ports = ports
+    def __init__(self, ports: Ports, advancer: Advancer) -> None:
+        self.ports, self.advancer = ports, advancer
 
     def handle(self, event: Any, request_id: str = "") -> dict:
         try:
@@ -460,19 +482,11 @@ class Waker:
         except InvalidEvent as error:
             logger.error("event rejected", extra={"error": str(error)})
             return {"rejected": str(error)}
-        woken = []
+        woken = {}
         for job_id in self.ports.store.job_ids_awaiting(change.image_id):
-            job = self.ports.store.get(job_id)
-            if job is None or job.status.terminal or job.awaited_image_id != change.image_id:
-                continue
-            read_version = job.version
-            job.version += 1
-            job.token = new_token(job.job_id, job.version, request_id, change.image_id)
-            job.updated_at = job.next_wake_at = self.ports.now()
-            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), WAKE_DELAY_S)])
+            logger.append_keys(job_id=job_id)
             try:
-                self.ports.store.save(job, read_version)
-                woken.append(job_id)
-            except StaleJob:
-                pass  # the job moved on by itself
+                woken[job_id] = self.advancer.wake(job_id, change.image_id, request_id)
+            finally:
+                logger.remove_keys(["job_id"])
         return {"image_id": change.image_id, "state": change.state, "woken": woken}

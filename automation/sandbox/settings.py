@@ -35,13 +35,18 @@ class DurationModel:
         return seconds * (1 + self.jitter * (2 * draw - 1)) * self.time_scale
 
     def handler_expectations(self) -> dict[str, str]:
-        """The stage settings that tell the handlers how long this model's images take (their poll plan),
-        at its time scale: what an operator would set from the durations seen in their own account."""
+        """The stage settings that tell the handlers how long this model's images take and how often to look
+        (their poll plan), at its time scale: what an operator would set from the durations seen in their account."""
         def seconds(value: float) -> str:
             return f"{value * self.time_scale:.6f}".rstrip("0").rstrip(".")
 
+        def whole(value: float) -> str:
+            return str(max(1, round(value * self.time_scale)))
+
         return {"EXPECTED_CREATE_SECONDS": f"{seconds(self.create_base_s)}+{seconds(self.create_s_per_gib)}/GiB",
-                "EXPECTED_COPY_SECONDS": f"{seconds(self.copy_base_s)}+{seconds(self.copy_s_per_gib)}/GiB"}
+                "EXPECTED_COPY_SECONDS": f"{seconds(self.copy_base_s)}+{seconds(self.copy_s_per_gib)}/GiB",
+                # the stage defaults (chalicelib/config.py), on the same time scale
+                "POLL_MIN_SECONDS": whole(30), "POLL_GRID_SECONDS": whole(60)}
 
 
 @dataclass

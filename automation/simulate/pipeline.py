@@ -33,6 +33,8 @@ class PipelineRun:
         self.world = world
         self.sandbox, self.runner = world.sandbox, world.wave.runner
         self.concurrency = int(world.wave.stage.env.get("CONSUMER_MAX_CONCURRENCY", "20"))
+        self.batch_window_s = float(world.wave.stage.env.get("CONSUMER_BATCH_WINDOW_SECONDS", "0"))
+        self._batch_due_at: float | None = None
         self.memory_gb = 0.5  # advance_jobs' lambda_memory_size (512 MB); the event handlers are given the same
         self.faults = world.options.fault_model
         self.rng = random.Random(f"{world.options.seed}|eventbridge")
@@ -60,7 +62,7 @@ class PipelineRun:
             for index, busy_until in enumerate(slots):
                 if busy_until > now:
                     continue
-                if not self._jobs_visible():  # spares an empty ReceiveMessage (a long poll would wait)
+                if not self._batch_ready(now):  # spares an empty ReceiveMessage (a long poll would wait)
                     saturated = False
                     break
                 before = Counter(self.sandbox.service_calls)
@@ -72,7 +74,7 @@ class PipelineRun:
                 self.gb_seconds += seconds * self.memory_gb
                 slots[index] = now + seconds
             due = [t for t in (self.sandbox.scheduler.next_due(), SqsClock.next_visible_at(),
-                               self._held[0][0] if self._held else None) if t is not None]
+                               self._held[0][0] if self._held else None, self._batch_due_at) if t is not None]
             if saturated:
                 due.append(min(slots))
             due = [t for t in due if t > now]
@@ -83,12 +85,25 @@ class PipelineRun:
             if clock.now() - self.world.started_at > MAX_VIRTUAL_S:
                 raise TimeoutError(f"the wave is still running after {MAX_VIRTUAL_S} virtual seconds")
 
-    def _jobs_visible(self) -> bool:
+    def _batch_ready(self, now: float) -> bool:
+        """Lambda's SQS poller invokes once it holds a full batch, or once the first message it holds has
+        waited the mapping's MaximumBatchingWindowInSeconds (0: at once)."""
         from moto.sqs.models import sqs_backends
 
         stage = self.world.wave.stage
         queue = sqs_backends[self.world.wave.source][stage.region].queues[stage.jobs_queue_url.rsplit("/", 1)[1]]
-        return any(m.visible and not m.delayed for m in queue._messages)
+        receivable = [max(m.delayed_until, m.visible_at) / 1000.0 for m in queue._messages
+                      if m.visible and not m.delayed]
+        self._batch_due_at = None
+        if not receivable:
+            return False
+        if len(receivable) >= self.runner.batch_size or self.batch_window_s <= 0:
+            return True
+        due = min(receivable) + self.batch_window_s
+        if now >= due:
+            return True
+        self._batch_due_at = due
+        return False
 
     def _take_events(self, now: float) -> None:
         """EventBridge's rules put matching events on the local events queue; hold each until delivery."""

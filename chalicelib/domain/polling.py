@@ -8,6 +8,7 @@ whose event arrives polls only when its image is later than expected.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ class Expected:
 class PollPlan:
     min_s: int
     max_s: int
+    grid_s: int = 1  # looks fall on multiples of this (epoch seconds), so the jobs of a wave poll together
     first_at: float = 1.0  # the first poll, as a share of the expected duration
     every: float = 0.1  # later polls, as a share of the time waited so far (at least the expected duration)
 
@@ -48,3 +50,9 @@ class PollPlan:
         if waited < first:
             return int(max(self.min_s, round(first - waited)))
         return int(max(self.min_s, min(self.max_s, round(self.every * max(expected_s, waited)))))
+
+    def on_grid(self, at: float, earlier: bool = False) -> float:
+        """`at` moved to the grid (later, or `earlier`): SQS then hands the consumer the looks of many jobs
+        in one batch instead of one each."""
+        steps = at / self.grid_s
+        return (math.floor(steps) if earlier else math.ceil(steps)) * self.grid_s

@@ -6,7 +6,7 @@
   the label it runs under, so a label that lies about its call is caught.
 - handlers.py: which use case (Container field) each function calls.
 - service.py: which adapter methods each use case reaches, through `self.ports.<port>`, names bound
-  from it, and helpers returning an adapter. An Ec2Images obtained through `self.ports.targets` acts
+  from it, helpers returning an adapter, and the Advancer when the use case hands it a job. An Ec2Images obtained through `self.ports.targets` acts
   in a target account (with the target role), not with the function's own role.
 """
 from __future__ import annotations
@@ -174,6 +174,11 @@ def use_case_calls(adapters: Adapters) -> dict[str, UseCaseCalls]:
                     raise AssertionError(f"{name}: {adapter} has no method {node.func.attr}")
                 (calls.target if in_target else calls.own).update(labels)
         result[name] = calls
+    # a use case that hands a job to the Advancer (the Waker's fast path) makes the Advancer's calls too
+    for name in ("Intake", "Waker"):
+        if any(ast.unparse(n).startswith("self.advancer.") for n in ast.walk(classes[name])):
+            result[name].own |= result["Advancer"].own
+            result[name].target |= result["Advancer"].target
     return result
 
 

@@ -215,3 +215,23 @@ def test_a_mapping_without_partial_batch_responses_fails_with_the_deploy_fix(sta
     assert check.status is Status.FAIL
     assert check.detail == "FunctionResponseTypes lacks ReportBatchItemFailures"
     assert check.fix.startswith("python -m automation deploy --stage local")
+
+
+def test_every_function_that_copies_must_be_trusted_by_the_target_role(stage, sandbox, diagnose):
+    """advance_jobs and on_ami_event (which takes a woken job's step) both assume the target role."""
+    source_iam = sandbox.client("iam")
+    roles = {}
+    for function in ("advance_jobs", "on_ami_event"):
+        roles[function] = source_iam.create_role(
+            RoleName=f"ami-distributor-local-{function}", AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                        "Principal": {"AWS": f"arn:aws:iam::{SOURCE_ACCOUNT}:root"}}]}),
+        )["Role"]["Arn"]
+    sandbox.client("iam", account_id=TARGET_B).update_assume_role_policy(
+        RoleName="AmiDistributorCopyRole", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": roles["advance_jobs"]},
+            "Condition": {"StringEquals": {"sts:ExternalId": "ami-distributor-local"}}}]}))
+    _, checks = diagnose()
+    target_b = [c for c in by_check(checks, "target.assume-role") if c.subject == f"{TARGET_B}/us-west-2"]
+    assert [(c.status, "on_ami_event" in c.detail) for c in target_b] == [(Status.PASS, False), (Status.FAIL, True)]
+    assert roles["on_ami_event"] in target_b[1].fix

@@ -72,7 +72,8 @@ def test_every_message_delivered_twice_still_makes_one_of_everything(start_wave,
     wave.run()
     jobs = wave.jobs()
     assert_one_image_per_job_and_target(wave, jobs)
-    assert wave.runner.duplicates_sent >= 2 * 7  # every stage's message of both jobs came twice
+    # every message of both jobs came twice: at least its CREATE_IMAGE and its waits' on the image and the copies
+    assert wave.runner.duplicates_sent >= 2 * 3
 
 
 @pytest.mark.parametrize("operation", [
