@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from . import bootstrap
-from .events import InvalidEvent, parse_job_message
+from .events import InvalidEvent, JobMessage, parse_job_message
 from .service import EarlyMessage, logger, metrics
 
 
@@ -49,8 +49,21 @@ def advance_jobs(event: dict, context: Any) -> dict:
             logger.remove_keys(["job_id"])
 
     try:
+        advancer.look_ahead(_readable_messages(event))
         # a batch whose every record failed is reported like any other, not raised as a whole-batch retry
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         return process_partial_response(event=event, record_handler=advance_one, processor=processor, context=context)
     finally:
+        advancer.forget_look_ahead()
         metrics.flush_metrics()
+
+
+def _readable_messages(event: dict) -> list[JobMessage]:
+    """The batch's job messages, for a look ahead; a malformed record is reported by its own handling."""
+    messages = []
+    for record in event.get("Records") or [] if isinstance(event, dict) else []:
+        try:
+            messages.append(parse_job_message(record["body"]))
+        except (InvalidEvent, KeyError, TypeError):
+            continue
+    return messages

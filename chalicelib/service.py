@@ -18,6 +18,7 @@ The message protocol (why no job is lost and no work is done twice):
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from typing import Any, Callable
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .adapters.ec2 import Ec2Images
+from .adapters.ec2 import Ec2Images, Image
 from .adapters.job_store import DynamoJobStore, JobExists, StaleJob
 from .adapters.mgn import MgnLaunches
 from .adapters.queue import JobQueue
@@ -114,11 +115,11 @@ class Intake:
             if request.launch_type not in self.settings.launch_types:
                 logger.info("launch type not distributed by this stage", extra={"state": request.state})
                 return []
-            launch = self.ports.mgn.launch(request.mgn_job_id, request.source_server_id)
-            if not launch.instance_id:
+            instance_id = self.ports.mgn.launched_instance(request.mgn_job_id, request.source_server_id)
+            if not instance_id:
                 raise InvalidEvent(f"MGN job {request.mgn_job_id} launched no instance for {request.source_server_id}")
             distribution = self.settings.distribution
-            return [self._new_job(launch.instance_id, request.mgn_job_id, distribution, request.region,
+            return [self._new_job(instance_id, request.mgn_job_id, distribution, request.region,
                                   request.account, now, source_server_id=request.source_server_id,
                                   mgn_job_id=request.mgn_job_id, launch_type=request.launch_type)]
         distribution = narrow(self.settings, request.distribution)
@@ -163,6 +164,8 @@ def narrow(settings: Settings, spec: dict | None) -> Distribution:
 class Advancer:
     def __init__(self, settings: Settings, ports: Ports) -> None:
         self.settings, self.ports = settings, ports
+        self._reported: dict[str, str] = {}  # image states an AMI event reported to this step
+        self._seen: dict[str, Image] = {}  # images looked at for the whole batch (look_ahead)
         self._stages: dict[Stage, Callable[[Job], int | None]] = {
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
@@ -193,14 +196,50 @@ class Advancer:
             return f"waiting {job.stage.value} until {job.next_wake_at:.0f}"
         return self._advance(job, delivery_id)
 
-    def wake(self, job_id: str, image_id: str, request_id: str) -> str:
+    def look_ahead(self, messages: list[JobMessage]) -> None:
+        """One DescribeImages per account and region for the images this batch's jobs are due to look at,
+        instead of one per job (the poll grid brings many jobs' looks into one batch). Best effort: a job
+        whose image was not seen here looks for itself."""
+        self._seen = {}
+        due: dict[tuple[str, str] | None, dict[str, str]] = defaultdict(dict)  # where -> image -> job
+        now = self.ports.now()
+        for message in messages:
+            job = self.ports.store.get(message.job_id)
+            if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
+                    or (job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S)):
+                continue
+            if job.stage is Stage.WAIT_IMAGE and job.source_image_id:
+                due[None][job.source_image_id] = job.job_id
+            elif job.stage is Stage.WAIT_COPY:
+                for target in job.distribution.copy_targets:
+                    copy = job.copy_for(target)
+                    if copy.image_id and copy.state != "available":
+                        due[(target.account_id, target.region)][copy.image_id] = job.job_id
+        for where, images in due.items():
+            any_job = next(iter(images.values()))
+            ec2 = (self.ports.source_ec2 if where is None
+                   else Ec2Images(self.ports.targets.ec2(where[0], where[1], any_job)))
+            try:
+                self._seen.update(ec2.images(sorted(images)))
+            except AwsError:
+                continue  # throttled, say: each job's own step looks, and backs off if it must
+
+    def forget_look_ahead(self) -> None:
+        self._seen = {}
+
+    def wake(self, job_id: str, image_id: str, state: str, request_id: str) -> str:
         """The fast path: the image the job waits on changed state, so its step runs now, in the event's
         invocation, instead of at its next poll. Its waiting message goes stale when this step is written;
         should this invocation die first, that message is still there: polling stays the backstop."""
         job = self.ports.store.get(job_id)
         if job is None or job.status.terminal or job.awaited_image_id != image_id:
             return "not waiting on it"
-        return self._advance(job, f"{request_id}:{image_id}")
+        # EC2's own event (no one else may put `aws.ec2` events) says what a copy's DescribeImages would
+        self._reported = {image_id: state} if state in ("available", "failed") else {}
+        try:
+            return self._advance(job, f"{request_id}:{image_id}")
+        finally:
+            self._reported = {}
 
     def _advance(self, job: Job, delivery_id: str) -> str:
         """Steps until the job must wait (or ends), then SENDS its next message and only then WRITES it,
@@ -337,7 +376,8 @@ class Advancer:
                 + "; ".join(problems))
 
     def _wait_image(self, job: Job) -> int | None:
-        image = self.ports.source_ec2.images([job.source_image_id])[job.source_image_id]
+        image = (self._seen.get(job.source_image_id)
+                 or self.ports.source_ec2.images([job.source_image_id])[job.source_image_id])
         now = self.ports.now()
         if image.state == "available":
             job.snapshot_ids = list(image.snapshot_ids)
@@ -393,7 +433,7 @@ class Advancer:
         for target in job.distribution.copy_targets:
             copy = job.copy_for(target)
             if copy.state != "available":
-                copy.state = self._target_ec2(job, target).images([copy.image_id])[copy.image_id].state
+                copy.state = self._copy_state(job, target, copy.image_id)
         failed = [t for t in job.distribution.copy_targets if job.copy_for(t).state not in ("pending", "available")]
         for target in failed:
             copy = job.copy_for(target)
@@ -414,6 +454,13 @@ class Advancer:
             return self._poll_copies(job, pending)
         job.awaited_image_id = None
         return self._after_targets(job, None)
+
+    def _copy_state(self, job: Job, target: Target, image_id: str) -> str:
+        if image_id in self._reported:
+            return self._reported[image_id]
+        if image_id in self._seen:
+            return self._seen[image_id].state
+        return self._target_ec2(job, target).images([image_id])[image_id].state
 
     def _after_targets(self, job: Job, next_stage: Stage | None) -> int | None:
         now = self.ports.now()
@@ -486,7 +533,7 @@ class Waker:
         for job_id in self.ports.store.job_ids_awaiting(change.image_id):
             logger.append_keys(job_id=job_id)
             try:
-                woken[job_id] = self.advancer.wake(job_id, change.image_id, request_id)
+                woken[job_id] = self.advancer.wake(job_id, change.image_id, change.state, request_id)
             finally:
                 logger.remove_keys(["job_id"])
         return {"image_id": change.image_id, "state": change.state, "woken": woken}

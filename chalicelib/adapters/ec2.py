@@ -32,17 +32,18 @@ class Ec2Images:
     _key_grants: dict[str, list[dict]] = field(default_factory=dict)
 
     def instance_volumes(self, instance_id: str) -> list[Volume]:
+        """The instance's EBS volumes: one call by the volumes' attachment; only an instance with none attached
+        (gone, or instance-store only) is looked up itself."""
+        with aws_call("ec2:DescribeVolumes"):
+            attached = self.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])
+        if attached["Volumes"]:
+            return [Volume(v["VolumeId"], v["Size"], v.get("Encrypted", False), v.get("KmsKeyId"))
+                    for v in attached["Volumes"]]
         with aws_call("ec2:DescribeInstances"):
             reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        instances = [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
-        if not instances:
+        if not [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]:
             raise AwsError("ec2:DescribeInstances", "InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist")
-        volume_ids = [m["Ebs"]["VolumeId"] for m in instances[0].get("BlockDeviceMappings", []) if "Ebs" in m]
-        if not volume_ids:
-            return []
-        with aws_call("ec2:DescribeVolumes"):
-            volumes = self.ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"]
-        return [Volume(v["VolumeId"], v["Size"], v.get("Encrypted", False), v.get("KmsKeyId")) for v in volumes]
+        return []  # running on instance-store volumes only
 
     def key_manager(self, key_id: str) -> str:
         """AWS (aws/ebs and other AWS-managed keys) or CUSTOMER; cached per key for the container's life."""

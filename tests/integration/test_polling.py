@@ -16,3 +16,28 @@ def test_an_hours_long_image_is_not_polled_before_it_can_be_ready(make_sandbox):
     # source image and ~14 at each copy. The plan looks at the expected end (and the AMI events wake it).
     assert sandbox.service_calls["ec2:DescribeImages"] <= 6
     assert job["size_gib"] == 1030
+
+
+def test_a_batch_of_jobs_due_together_looks_with_one_call_per_account_and_region(sandbox):
+    """The poll grid makes jobs' looks fall due together; advance_jobs then asks once for all of them."""
+    wave = Wave.start(sandbox)
+    servers = seed_servers(sandbox, 5, wave.stage.region, wave.stage.source_key_arn, layouts=[(30, [20])])
+    sandbox.client("mgn", region=wave.stage.region).start_cutover(sourceServerIDs=servers)
+    sandbox.clock.advance(3600)  # MGN launches them all
+    wave.runner.deliver_events()  # the launch results; no AMI event is delivered after this
+    while sandbox.service_calls["ec2:CreateImage"] < 5:
+        wave.runner.advance()
+    sandbox.clock.advance(3600)  # every image is ready, and every job's look is due
+    before = sandbox.service_calls["ec2:DescribeImages"]
+    assert wave.runner.advance() == 5  # one batch holds the five looks
+    assert sandbox.service_calls["ec2:DescribeImages"] - before == 1
+    assert {j["stage"] for j in wave.jobs()} == {"WAIT_COPY"}  # each went on to share and copy
+
+
+def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
+    wave = Wave.start(sandbox)
+    wave.cutover(6)
+    sandbox.clock.advance(3600)  # all six launched: their launch results arrive together
+    wave.run()
+    assert {j["status"] for j in wave.jobs()} == {"DONE"}
+    assert sandbox.service_calls["mgn:DescribeJobs"] == 1  # the instances of all six came in one answer
