@@ -191,8 +191,7 @@ class Advancer:
         if job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S:
             # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
             # with no AWS call and no write (a duplicate of it is harmless, like any duplicate delivery)
-            hop_to = min(job.next_wake_at, self.settings.poll.on_grid(now + SQS_MAX_DELAY_S, earlier=True))
-            self.ports.queue.send([(message, sqs_delay(hop_to - now))])
+            self.ports.queue.send([(message, sqs_delay(self.settings.poll.hop(now, job.next_wake_at) - now))])
             return f"waiting {job.stage.value} until {job.next_wake_at:.0f}"
         return self._advance(job, delivery_id)
 
@@ -256,9 +255,8 @@ class Advancer:
         job.updated_at = self.ports.now()
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
-            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token),
-                                    sqs_delay(min(delay, self.settings.poll.on_grid(
-                                        job.updated_at + SQS_MAX_DELAY_S, earlier=True) - job.updated_at)))])
+            wake_at = self.settings.poll.hop(job.updated_at, job.next_wake_at)
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), sqs_delay(wake_at - job.updated_at))])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:

@@ -12,6 +12,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from .backoff import SQS_MAX_DELAY_S
+
 _EXPECTED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*(\d+(?:\.\d+)?)\s*/\s*GiB\s*$")
 
 
@@ -51,8 +53,16 @@ class PollPlan:
             return int(max(self.min_s, round(first - waited)))
         return int(max(self.min_s, min(self.max_s, round(self.every * max(expected_s, waited)))))
 
-    def on_grid(self, at: float, earlier: bool = False) -> float:
-        """`at` moved to the grid (later, or `earlier`): SQS then hands the consumer the looks of many jobs
-        in one batch instead of one each."""
-        steps = at / self.grid_s
-        return (math.floor(steps) if earlier else math.ceil(steps)) * self.grid_s
+    def on_grid(self, at: float) -> float:
+        """`at` moved later, onto the grid: SQS then hands the consumer the looks of many jobs in one batch
+        instead of one each."""
+        return math.ceil(at / self.grid_s) * self.grid_s
+
+    def hop(self, now: float, wake_at: float) -> float:
+        """Where a wait past SQS's longest delay goes on: at `wake_at` if SQS can delay that far, or else as far
+        as it can on a grid five times coarser (a hop only sends the message on: the more that share a batch,
+        the better)."""
+        if wake_at - now <= SQS_MAX_DELAY_S:
+            return wake_at
+        coarse = 5 * self.grid_s
+        return max(now + 1, math.floor((now + SQS_MAX_DELAY_S) / coarse) * coarse)

@@ -27,6 +27,14 @@ def test_poll_plan_looks_first_at_the_expected_end_then_every_tenth_of_the_wait(
     assert PollPlan(min_s=30, max_s=900).delay(0, 0, expected_s=10) == 30
 
 
+def test_looks_fall_on_the_grid_and_long_waits_hop_on_a_coarser_one():
+    plan = PollPlan(min_s=30, max_s=900, grid_s=60)
+    assert plan.on_grid(1000) == 1020 and plan.on_grid(1020) == 1020
+    assert plan.hop(now=1000, wake_at=1500) == 1500  # within SQS's reach: straight to the look
+    assert plan.hop(now=1000, wake_at=9000) == 1800  # as far as SQS can delay, on a 300 s grid
+    assert 1000 < plan.hop(now=1000, wake_at=9000) <= 1000 + SQS_MAX_DELAY_S
+
+
 def test_expected_durations_parse_or_say_what_is_wrong():
     assert Expected.parse(" 0.3 + 0.012 / GiB ") == Expected(0.3, 0.012)
     with pytest.raises(ValueError, match="e.g. '120\\+6/GiB'"):
