@@ -1,15 +1,19 @@
-"""The use cases the handlers call: take in launches, advance a job one stage, wake a waiting job.
+"""The use cases the handlers call: take in launches, advance a job a step, wake a waiting job.
 
 The message protocol (why no job is lost and no work is done twice):
 - A job item carries `version` and `token`; a message names the (version, token) it expects.
 - Advancing: read the job; a message for an older version, or the right version with another
   token, is stale and dropped; one for a newer version is early (its sender has not written yet)
-  and is retried by SQS. A current message does one stage, then SENDS the follow-up message
-  (version + 1, a fresh token) and only then WRITES the job, conditional on the version read. A
-  crash in between leaves an orphan message that will be stale, and the job at the old version
-  with its old message still in SQS: that message is redelivered and the stage (idempotent) is
-  done again. A lost race leaves only an orphan. So every running job always has exactly one
-  message that can advance it: in the queue, in flight, or in the DLQ.
+  and is retried by SQS. A current message does one step (the stages that need no waiting, back to
+  back), then SENDS the follow-up message (version + 1, a fresh token) and only then WRITES the job,
+  conditional on the version read. A crash in between leaves an orphan message that will be stale,
+  and the job at the old version with its old message still in SQS: that message is redelivered and
+  the step (idempotent) is done again. A lost race leaves only an orphan. So every running job always
+  has exactly one message that can advance it: in the queue, in flight, or in the DLQ.
+- A current message that comes before the job's wake time (SQS delays 900 s at most) is sent on
+  again unchanged, a hop: no AWS call, no write.
+- Waking (the AMI event): the step runs in the event's invocation, under the same send-then-write
+  rule, as if it held the job's message; that message then goes stale, or stays as the backstop.
 - Intake writes the job first (conditional put) and then sends; a redelivered event finds the job
   and re-sends its first message, which at worst duplicates it (the duplicate goes stale).
 - Every stage is idempotent: CreateImage by name, CopyImage by ClientToken, shares and cleanup
@@ -18,8 +22,8 @@ The message protocol (why no job is lost and no work is done twice):
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 import math
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -255,8 +259,9 @@ class Advancer:
         job.updated_at = self.ports.now()
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
-            wake_at = self.settings.poll.hop(job.updated_at, job.next_wake_at)
-            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), sqs_delay(wake_at - job.updated_at))])
+            send_at = self.settings.poll.hop(job.updated_at, job.next_wake_at)
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token),
+                                    sqs_delay(send_at - job.updated_at))])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:
