@@ -47,6 +47,7 @@ from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage
 logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
+BUSY_SHARE_OF_COPY = 0.1  # a copy refused for the destination's copy limit asks again after this share of a copy
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
@@ -284,7 +285,13 @@ class Advancer:
             metrics.add_metric(name="Throttled" if error.kind is Kind.THROTTLED else "WaitingForCapacity",
                                unit=MetricUnit.Count, value=1)
             job.attempt += 1
-            return self.settings.retry.delay(job.attempt, self.ports.draw())
+            delay = self.settings.retry.delay(job.attempt, self.ports.draw())
+            if error.kind is Kind.BUSY:
+                # a slot frees only when one of the destination's copies ends: minutes, not seconds. Ask again
+                # in a tenth of a copy's expected time, on the poll grid with the other waiting copies.
+                wait = max(delay, BUSY_SHARE_OF_COPY * self.settings.expected_copy.seconds(job.size_gib))
+                delay = math.ceil(self.settings.poll.on_grid(now + wait) - now)
+            return delay
         job.note_error(error.code, error.message, now)
         if error.kind is Kind.TRANSIENT and job.attempt < self.settings.max_stage_attempts:
             job.attempt += 1

@@ -41,3 +41,24 @@ def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
     wave.run()
     assert {j["status"] for j in wave.jobs()} == {"DONE"}
     assert sandbox.service_calls["mgn:DescribeJobs"] == 1  # the instances of all six came in one answer
+
+
+def test_copies_past_the_destination_limit_wait_for_a_slot_instead_of_failing(make_sandbox):
+    """AWS runs a limited number of copies per destination region (ResourceLimitExceeded past it): the rest wait
+    in SQS, for about as long as a copy takes to free a slot, and never fail for it."""
+    from automation.sandbox.settings import ThrottleSettings
+    from tests.integration.conftest import fast_settings
+
+    sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
+    wave = Wave.start(sandbox)
+    wave.cutover(6)
+    wave.run()
+    jobs = wave.jobs()
+    assert {j["status"] for j in jobs} == {"DONE"} and all(j["last_error"] is None for j in jobs)
+    from automation.sandbox.throttling import Throttling
+
+    refused = sandbox.extension(Throttling).copies_refused
+    assert refused > 0  # the limit was reached
+    assert sandbox.service_calls["ec2:CopyImage"] - 12 == refused
+    # 8 of the 12 copies (4 per destination) cannot start at once; each asks again about once, not every few seconds
+    assert refused <= 12
