@@ -288,8 +288,9 @@ class Advancer:
             delay = self.settings.retry.delay(job.attempt, self.ports.draw())
             if error.kind is Kind.BUSY:
                 # a slot frees only when one of the destination's copies ends: minutes, not seconds. Ask again
-                # in a tenth of a copy's expected time, on the poll grid with the other waiting copies.
-                wait = max(delay, BUSY_SHARE_OF_COPY * self.settings.expected_copy.seconds(job.size_gib))
+                # after a tenth of a copy's expected time, doubling while refused, on the poll grid.
+                share = BUSY_SHARE_OF_COPY * 2 ** min(job.attempt - 1, 3)
+                wait = max(delay, share * self.settings.expected_copy.seconds(job.size_gib))
                 delay = math.ceil(self.settings.poll.on_grid(now + wait) - now)
             return delay
         job.note_error(error.code, error.message, now)
