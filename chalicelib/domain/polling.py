@@ -64,5 +64,5 @@ class PollPlan:
         the better)."""
         if wake_at - now <= SQS_MAX_DELAY_S:
             return wake_at
-        coarse = 5 * self.grid_s
-        return max(now + 1, math.floor((now + SQS_MAX_DELAY_S) / coarse) * coarse)
+        coarse = min(5 * self.grid_s, SQS_MAX_DELAY_S // 3)  # so that a hop always goes at least 600 s on
+        return math.floor((now + SQS_MAX_DELAY_S) / coarse) * coarse

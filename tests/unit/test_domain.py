@@ -33,6 +33,8 @@ def test_looks_fall_on_the_grid_and_long_waits_hop_on_a_coarser_one():
     assert plan.hop(now=1000, wake_at=1500) == 1500  # within SQS's reach: straight to the look
     assert plan.hop(now=1000, wake_at=9000) == 1800  # as far as SQS can delay, on a 300 s grid
     assert 1000 < plan.hop(now=1000, wake_at=9000) <= 1000 + SQS_MAX_DELAY_S
+    coarse = PollPlan(min_s=30, max_s=900, grid_s=300)  # the largest grid a stage may set
+    assert all(now + 600 <= coarse.hop(now, now + 5000) <= now + SQS_MAX_DELAY_S for now in range(0, 3000, 7))
 
 
 def test_expected_durations_parse_or_say_what_is_wrong():
