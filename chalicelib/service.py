@@ -208,7 +208,10 @@ class Advancer:
         due: dict[tuple[str, str] | None, dict[str, str]] = defaultdict(dict)  # where -> image -> job
         now = self.ports.now()
         for message in messages:
-            job = self.ports.store.get(message.job_id)
+            try:
+                job = self.ports.store.get(message.job_id)
+            except AwsError:
+                continue  # the table is throttled, say: the job's own step reads it again, and backs off if it must
             if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
                     or (job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S)):
                 continue
@@ -221,12 +224,12 @@ class Advancer:
                         due[(target.account_id, target.region)][copy.image_id] = job.job_id
         for where, images in due.items():
             any_job = next(iter(images.values()))
-            ec2 = (self.ports.source_ec2 if where is None
-                   else Ec2Images(self.ports.targets.ec2(where[0], where[1], any_job)))
             try:
+                ec2 = (self.ports.source_ec2 if where is None
+                       else Ec2Images(self.ports.targets.ec2(where[0], where[1], any_job)))
                 self._seen.update(ec2.images(sorted(images)))
             except AwsError:
-                continue  # throttled, say: each job's own step looks, and backs off if it must
+                continue  # throttled or refused, say: each job's own step looks, and deals with it
 
     def forget_look_ahead(self) -> None:
         self._seen = {}

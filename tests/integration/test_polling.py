@@ -62,3 +62,31 @@ def test_copies_past_the_destination_limit_wait_for_a_slot_instead_of_failing(ma
     assert sandbox.service_calls["ec2:CopyImage"] - 12 == refused
     # 8 of the 12 copies (4 per destination) cannot start at once; each asks again about once, not every few seconds
     assert refused <= 12
+
+
+def test_a_throttled_table_during_the_look_ahead_costs_one_call_not_the_batch(sandbox):
+    from botocore.exceptions import ClientError
+
+    from tests.integration.faults import before_call
+
+    wave = Wave.start(sandbox)
+    servers = seed_servers(sandbox, 5, wave.stage.region, wave.stage.source_key_arn, layouts=[(30, [20])])
+    sandbox.client("mgn", region=wave.stage.region).start_cutover(sourceServerIDs=servers)
+    sandbox.clock.advance(3600)
+    wave.runner.deliver_events()
+    while sandbox.service_calls["ec2:CreateImage"] < 5:
+        wave.runner.advance()
+    sandbox.clock.advance(3600)
+    before = sandbox.service_calls["ec2:DescribeImages"]
+    throttled = []
+
+    def throttle_first_read(**kwargs):
+        if not throttled:
+            throttled.append("GetItem")
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "GetItem")
+
+    with before_call("dynamodb.GetItem", throttle_first_read):
+        assert wave.runner.advance() == 5
+    assert throttled and {j["stage"] for j in wave.jobs()} == {"WAIT_COPY"}
+    assert sandbox.service_calls["ec2:DescribeImages"] - before == 2  # the batch's look, and the unread job's own
