@@ -14,6 +14,8 @@ from .domain.backoff import Backoff
 from .domain.model import Cleanup, Distribution, Target
 from .domain.polling import Expected, PollPlan
 
+DEFAULT_POLL_MIN_S = 30  # the shortest wait between two looks at an image
+DEFAULT_POLL_GRID_S = 60  # looks fall on multiples of this, so a batch holds many jobs' looks
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 ORGANIZATION_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
@@ -82,9 +84,9 @@ def load(env: Mapping[str, str]) -> Settings:
     wait_flag = env.get("WAIT_FOR_POST_LAUNCH_ACTIONS", "false").lower()
     if wait_flag not in ("true", "false"):
         problems.append("WAIT_FOR_POST_LAUNCH_ACTIONS must be true or false")
-    poll_min = number("POLL_MIN_SECONDS", 30, 1, 900)
+    poll_min = number("POLL_MIN_SECONDS", DEFAULT_POLL_MIN_S, 1, 900)
     poll_max = number("POLL_MAX_SECONDS", 900, 1, 900)
-    poll_grid = number("POLL_GRID_SECONDS", 60, 1, 300)
+    poll_grid = number("POLL_GRID_SECONDS", DEFAULT_POLL_GRID_S, 1, 300)
     if poll_min > poll_max:
         problems.append(f"POLL_MIN_SECONDS={poll_min} is more than POLL_MAX_SECONDS={poll_max}")
 

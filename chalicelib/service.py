@@ -193,7 +193,7 @@ class Advancer:
         if message.version < job.version or message.token != job.token:
             return "dropped: stale message"
         now = self.ports.now()
-        if job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S:
+        if _not_yet_due(job, now):
             # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
             # with no AWS call and no write (a duplicate of it is harmless, like any duplicate delivery)
             self.ports.queue.send([(message, sqs_delay(self.settings.poll.hop(now, job.next_wake_at) - now))])
@@ -213,7 +213,7 @@ class Advancer:
             except AwsError:
                 continue  # the table is throttled, say: the job's own step reads it again, and backs off if it must
             if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
-                    or (job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S)):
+                    or _not_yet_due(job, now)):
                 continue
             if job.stage is Stage.WAIT_IMAGE and job.source_image_id:
                 due[None][job.source_image_id] = job.job_id
@@ -294,7 +294,7 @@ class Advancer:
                 # after a tenth of a copy's expected time, doubling while refused, on the poll grid.
                 share = BUSY_SHARE_OF_COPY * 2 ** min(job.attempt - 1, 3)
                 wait = max(delay, share * self.settings.expected_copy.seconds(job.size_gib))
-                delay = math.ceil(self.settings.poll.on_grid(now + wait) - now)
+                delay = self.settings.poll.delay_on_grid(now, wait)
             return delay
         job.note_error(error.code, error.message, now)
         if error.kind is Kind.TRANSIENT and job.attempt < self.settings.max_stage_attempts:
@@ -314,7 +314,7 @@ class Advancer:
         job.polls += 1
         now = self.ports.now()
         delay = self.settings.poll.delay(started_at if started_at is not None else job.updated_at, now, expected_s)
-        return math.ceil(self.settings.poll.on_grid(now + delay) - now)
+        return self.settings.poll.delay_on_grid(now, delay)
 
     def _poll_image(self, job: Job) -> int:
         return self._poll(job, job.image_started_at, self.settings.expected_create.seconds(job.size_gib))
@@ -513,6 +513,11 @@ class Advancer:
         if len(transitions) == 2 and transitions[1].stage != transitions[0].stage:
             metrics.add_metric(name=f"{transitions[0].stage}Seconds", unit=MetricUnit.Seconds,
                                value=transitions[1].at - transitions[0].at)
+
+
+def _not_yet_due(job: Job, now: float) -> bool:
+    """The job's wait runs past now: its message only hops on."""
+    return job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S
 
 
 def _last_started(copies: list[TargetCopy]) -> TargetCopy:

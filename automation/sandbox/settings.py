@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chalicelib.config import DEFAULT_POLL_GRID_S, DEFAULT_POLL_MIN_S
+
 SOURCE_ACCOUNT = "111111111111"
 DEFAULT_REGION = "us-east-1"
 
@@ -45,8 +47,8 @@ class DurationModel:
 
         return {"EXPECTED_CREATE_SECONDS": f"{seconds(self.create_base_s)}+{seconds(self.create_s_per_gib)}/GiB",
                 "EXPECTED_COPY_SECONDS": f"{seconds(self.copy_base_s)}+{seconds(self.copy_s_per_gib)}/GiB",
-                # the stage defaults (chalicelib/config.py), on the same time scale
-                "POLL_MIN_SECONDS": whole(30), "POLL_GRID_SECONDS": whole(60)}
+                # the stage defaults, on the same time scale
+                "POLL_MIN_SECONDS": whole(DEFAULT_POLL_MIN_S), "POLL_GRID_SECONDS": whole(DEFAULT_POLL_GRID_S)}
 
 
 @dataclass

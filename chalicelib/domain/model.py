@@ -156,7 +156,7 @@ class Job:
     completed: list[str] = field(default_factory=list)  # side effects done ("share:snap-1"): a retried stage resumes
     copies: dict[str, TargetCopy] = field(default_factory=dict)
     attempt: int = 0  # consecutive retries of the current stage (backoff grows with it)
-    polls: int = 0  # polls of the current wait (poll backoff grows with it)
+    polls: int = 0  # looks taken in the current wait (for the record: the poll plan counts time, not looks)
     reason: Reason | None = None
     last_error: ErrorRecord | None = None
     history: list[Transition] = field(default_factory=list)

@@ -58,6 +58,10 @@ class PollPlan:
         instead of one each."""
         return math.ceil(at / self.grid_s) * self.grid_s
 
+    def delay_on_grid(self, now: float, seconds: float) -> int:
+        """A delay of at least `seconds` that ends on the grid."""
+        return math.ceil(self.on_grid(now + seconds) - now)
+
     def hop(self, now: float, wake_at: float) -> float:
         """Where a wait past SQS's longest delay goes on: at `wake_at` if SQS can delay that far, or else as far
         as it can on a grid five times coarser (a hop only sends the message on: the more that share a batch,
