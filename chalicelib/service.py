@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -171,6 +171,7 @@ class Advancer:
         self.settings, self.ports = settings, ports
         self._reported: dict[str, str] = {}  # image states an AMI event reported to this step
         self._seen: dict[str, Image] = {}  # images looked at for the whole batch (look_ahead)
+        self._read: dict[str, Job] = {}  # jobs look_ahead read, each for its one message in the batch
         self._stages: dict[Stage, Callable[[Job], int | None]] = {
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
@@ -183,7 +184,8 @@ class Advancer:
 
     def handle(self, message: JobMessage, delivery_id: str) -> str:
         """Advance the message's job by one stage; returns what happened (for logs and tests)."""
-        job = self.ports.store.get(message.job_id)
+        # look_ahead's read, a moment old, is as good as a fresh one: the write is conditional on its version
+        job = self._read.pop(message.job_id, None) or self.ports.store.get(message.job_id)
         if job is None:
             raise EarlyMessage(f"job {message.job_id} does not exist (yet)")
         if job.status.terminal:
@@ -204,14 +206,17 @@ class Advancer:
         """One DescribeImages per account and region for the images this batch's jobs are due to look at,
         instead of one per job (the poll grid brings many jobs' looks into one batch). Best effort: a job
         whose image was not seen here looks for itself."""
-        self._seen = {}
+        self._seen, self._read = {}, {}
         due: dict[tuple[str, str] | None, dict[str, str]] = defaultdict(dict)  # where -> image -> job
         now = self.ports.now()
+        once = {job_id for job_id, n in Counter(m.job_id for m in messages).items() if n == 1}
         for message in messages:
             try:
                 job = self.ports.store.get(message.job_id)
             except AwsError:
                 continue  # the table is throttled, say: the job's own step reads it again, and backs off if it must
+            if job is not None and job.job_id in once:
+                self._read[job.job_id] = job  # a job with two messages here reads afresh for the second
             if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
                     or _not_yet_due(job, now)):
                 continue
@@ -232,7 +237,7 @@ class Advancer:
                 continue  # throttled or refused, say: each job's own step looks, and deals with it
 
     def forget_look_ahead(self) -> None:
-        self._seen = {}
+        self._seen, self._read = {}, {}
 
     def wake(self, job_id: str, image_id: str, state: str, request_id: str) -> str:
         """The fast path: the image the job waits on changed state, so its step runs now, in the event's

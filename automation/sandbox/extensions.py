@@ -9,8 +9,9 @@ def all_extensions() -> list:
     from .kms_ebs import KmsEbsSettings
     from .mgn import MgnService
     from .sqs_clock import SqsClock
+    from .speedups import MotoSpeedups
     from .sqs_move_tasks import MessageMoveTasks
     from .throttling import Throttling
 
     return [Throttling(), ImageFidelity(), MgnService(), MessageMoveTasks(), SqsClock(), EventBridgeFidelity(),
-            IamAccess(), KmsEbsSettings()]
+            IamAccess(), KmsEbsSettings(), MotoSpeedups()]
