@@ -47,7 +47,7 @@ OUTPUT_SETTINGS = {"JOBS_TABLE": "JobsTableName", "JOBS_QUEUE_URL": "JobsQueueUr
 FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
     "on_mgn_event": ("dynamodb:GetItem", "dynamodb:PutItem", "mgn:DescribeJobs", "sqs:SendMessageBatch"),
     "advance_jobs": (
-        "dynamodb:GetItem", "dynamodb:PutItem", "mgn:DescribeJobs", "sqs:SendMessageBatch",
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "mgn:DescribeJobs", "sqs:SendMessageBatch",
         "ec2:DescribeInstances", "ec2:DescribeVolumes", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:ListGrants",
         "ec2:CreateImage", "ec2:DescribeImages",
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
@@ -142,6 +142,7 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
     table_of = {
         "dynamodb:GetItem": ("JobsTable", [table], None),
         "dynamodb:PutItem": ("JobsTable", [table], None),
+        "dynamodb:UpdateItem": ("JobsTable", [table], None),  # copy slots (adapters/copy_slots.py)
         "dynamodb:Query": ("JobsTableIndexes", [f"{table}/index/*"], None),
         "sqs:SendMessageBatch": ("SendToJobsQueue", [queue], None),
         "mgn:DescribeJobs": ("ReadOnlyNoResourceLevel", ["*"], None),  # neither supports resource ARNs

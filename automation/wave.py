@@ -60,7 +60,7 @@ class Wave:
         items, request = [], {"TableName": self.stage.env["JOBS_TABLE"]}
         while True:
             page = dynamodb.scan(**request)
-            items += [json.loads(i["doc"]["S"]) for i in page["Items"]]
+            items += [json.loads(i["doc"]["S"]) for i in page["Items"] if "doc" in i]  # (not the copy slots)
             if "LastEvaluatedKey" not in page:
                 return sorted(items, key=lambda j: j["job_id"])
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -14,6 +14,7 @@ from typing import Callable
 from . import config
 from .adapters.aws import client
 from .adapters.ec2 import Ec2Images
+from .adapters.copy_slots import DynamoCopySlots
 from .adapters.job_store import DynamoJobStore
 from .adapters.mgn import MgnLaunches
 from .adapters.queue import JobQueue
@@ -57,6 +58,7 @@ def build(settings: config.Settings) -> Container:
     now, draw = overrides.now, overrides.draw
     ports = Ports(
         store=DynamoJobStore(client("dynamodb"), settings.table_name, settings.job_ttl_days),
+        copy_slots=DynamoCopySlots(client("dynamodb"), settings.table_name),
         queue=JobQueue(client("sqs"), settings.queue_url),
         source_ec2=Ec2Images(client("ec2"), client("kms")),
         targets=CrossAccountSessions(client("sts"), settings.role_name, settings.external_id, now),

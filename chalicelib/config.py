@@ -46,6 +46,7 @@ class Settings:
     max_copy_attempts: int
     max_stage_attempts: int
     job_ttl_days: int
+    copy_slots: int  # our copies in flight per destination account and region (0: no admission, EC2 refuses)
 
     def allows(self, target: Target) -> bool:
         return any(t.account_id == target.account_id and t.region == target.region for t in self.distribution.targets)
@@ -106,6 +107,9 @@ def load(env: Mapping[str, str]) -> Settings:
     max_copy_attempts = number("MAX_COPY_ATTEMPTS", 3, 1, 10)
     max_stage_attempts = number("MAX_STAGE_ATTEMPTS", 8, 1, 100)
     ttl_days = number("JOB_TTL_DAYS", 90, 1, 3650)
+    # EC2's limit on concurrent copies into one destination region is 300 ("Copy an AMI"); set it lower when
+    # others copy into the same accounts: a copy past the real limit is refused, and asked again later
+    copy_slots = number("COPY_SLOTS_PER_DESTINATION", 300, 0, 10000)
     if problems:
         raise ConfigError("invalid stage configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -115,6 +119,7 @@ def load(env: Mapping[str, str]) -> Settings:
         poll=PollPlan(poll_min, poll_max, poll_grid), expected_create=expected_create, expected_copy=expected_copy,
         retry=Backoff(retry_base, retry_max),
         max_copy_attempts=max_copy_attempts, max_stage_attempts=max_stage_attempts, job_ttl_days=ttl_days,
+        copy_slots=copy_slots,
     )
 
 

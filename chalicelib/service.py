@@ -30,6 +30,7 @@ from typing import Any, Callable
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from .adapters.copy_slots import DynamoCopySlots
 from .adapters.ec2 import Ec2Images, Image
 from .adapters.job_store import DynamoJobStore, JobExists, StaleJob
 from .adapters.mgn import MgnLaunches
@@ -48,6 +49,7 @@ logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
 BUSY_SHARE_OF_COPY = 0.1  # a copy refused for the destination's copy limit asks again after this share of a copy
+COPY_SLOT_LEASE = 3  # a copy slot not given back within this many expected copy times is taken back
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
@@ -62,6 +64,7 @@ class Ports:
     """What the use cases need from the outside world, wired in bootstrap.py."""
 
     store: DynamoJobStore
+    copy_slots: DynamoCopySlots
     queue: JobQueue
     source_ec2: Ec2Images
     targets: CrossAccountSessions
@@ -172,6 +175,7 @@ class Advancer:
         self._reported: dict[str, str] = {}  # image states an AMI event reported to this step
         self._seen: dict[str, Image] = {}  # images looked at for the whole batch (look_ahead)
         self._read: dict[str, Job] = {}  # jobs look_ahead read, each for its one message in the batch
+        self._volumes: dict[str, list] = {}  # the volumes of the batch's instances about to be imaged (look_ahead)
         self._stages: dict[Stage, Callable[[Job], int | None]] = {
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
@@ -203,11 +207,12 @@ class Advancer:
         return self._advance(job, delivery_id)
 
     def look_ahead(self, messages: list[JobMessage]) -> None:
-        """One DescribeImages per account and region for the images this batch's jobs are due to look at,
-        instead of one per job (the poll grid brings many jobs' looks into one batch). Best effort: a job
-        whose image was not seen here looks for itself."""
-        self._seen, self._read = {}, {}
+        """One DescribeImages per account and region for the images this batch's jobs are due to look at, and
+        one DescribeVolumes for the instances its jobs are about to image, instead of one per job (the poll grid
+        brings many jobs' looks into one batch). Best effort: a job not served here looks for itself."""
+        self._seen, self._read, self._volumes = {}, {}, {}
         due: dict[tuple[str, str] | None, dict[str, str]] = defaultdict(dict)  # where -> image -> job
+        to_image: list[str] = []
         now = self.ports.now()
         once = {job_id for job_id, n in Counter(m.job_id for m in messages).items() if n == 1}
         for message in messages:
@@ -220,7 +225,9 @@ class Advancer:
             if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
                     or _not_yet_due(job, now)):
                 continue
-            if job.stage is Stage.WAIT_IMAGE and job.source_image_id:
+            if job.stage is Stage.CREATE_IMAGE:
+                to_image.append(job.instance_id)
+            elif job.stage is Stage.WAIT_IMAGE and job.source_image_id:
                 due[None][job.source_image_id] = job.job_id
             elif job.stage is Stage.WAIT_COPY:
                 for target in job.distribution.copy_targets:
@@ -235,9 +242,14 @@ class Advancer:
                 self._seen.update(ec2.images(sorted(images)))
             except AwsError:
                 continue  # throttled or refused, say: each job's own step looks, and deals with it
+        if len(to_image) > 1:
+            try:
+                self._volumes = self.ports.source_ec2.volumes_of(sorted(set(to_image)))
+            except AwsError:
+                pass  # each job's own step looks
 
     def forget_look_ahead(self) -> None:
-        self._seen, self._read = {}, {}
+        self._seen, self._read, self._volumes = {}, {}, {}
 
     def wake(self, job_id: str, image_id: str, state: str, request_id: str) -> str:
         """The fast path: the image the job waits on changed state, so its step runs now, in the event's
@@ -339,7 +351,7 @@ class Advancer:
     def _create_image(self, job: Job) -> int | None:
         now = self.ports.now()
         try:
-            volumes = self.ports.source_ec2.instance_volumes(job.instance_id)
+            volumes = self._volumes.get(job.instance_id) or self.ports.source_ec2.instance_volumes(job.instance_id)
         except AwsError as error:
             if error.kind is Kind.GONE:
                 job.fail(Reason.INSTANCE_NOT_FOUND, error.code, f"instance {job.instance_id} no longer exists", now)
@@ -435,6 +447,7 @@ class Advancer:
             copy = job.copy_for(target)
             if copy.image_id:
                 continue  # made by an earlier (throttled) try of this stage
+            self._take_copy_slot(job, target)
             copy.image_id = self._target_ec2(job, target).copy_image(
                 source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
                 kms_key_id=target.kms_key_id, client_token=job.client_token(target),
@@ -447,12 +460,29 @@ class Advancer:
         job.move_to(Stage.WAIT_COPY, self.ports.now())
         return self._poll_copies(job, pending)
 
+    def _take_copy_slot(self, job: Job, target: Target) -> None:
+        """Admission: a copy starts only with one of the destination's slots, so that copies past EC2's limit
+        wait in SQS instead of being refused (adapters/copy_slots.py)."""
+        if not self.settings.copy_slots:
+            return
+        now = self.ports.now()
+        lease = now + COPY_SLOT_LEASE * self.settings.expected_copy.seconds(job.size_gib)
+        if not self.ports.copy_slots.take(target.key, _slot_holder(job, target), lease, self.settings.copy_slots, now):
+            raise AwsError("copy-slots:Take", "CopySlotsTaken",
+                           f"all {self.settings.copy_slots} copy slots for {target.key} are held: the copy waits")
+
+    def _give_back_copy_slot(self, job: Job, target: Target) -> None:
+        if self.settings.copy_slots:
+            self.ports.copy_slots.give_back(target.key, _slot_holder(job, target))
+
     def _wait_copy(self, job: Job) -> int | None:
         now = self.ports.now()
         for target in job.distribution.copy_targets:
             copy = job.copy_for(target)
             if copy.state != "available":
                 copy.state = self._copy_state(job, target, copy.image_id)
+                if copy.state != "pending":
+                    self._give_back_copy_slot(job, target)  # the copy ended: its slot is the next copy's
         failed = [t for t in job.distribution.copy_targets if job.copy_for(t).state not in ("pending", "available")]
         for target in failed:
             copy = job.copy_for(target)
@@ -523,6 +553,10 @@ class Advancer:
 def _not_yet_due(job: Job, now: float) -> bool:
     """The job's wait runs past now: its message only hops on."""
     return job.next_wake_at is not None and now < job.next_wake_at - HOP_SLACK_S
+
+
+def _slot_holder(job: Job, target: Target) -> str:
+    return f"{job.job_id}/{target.key}"
 
 
 def _last_started(copies: list[TargetCopy]) -> TargetCopy:

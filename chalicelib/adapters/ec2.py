@@ -31,14 +31,24 @@ class Ec2Images:
     _key_policies: dict[str, str] = field(default_factory=dict)
     _key_grants: dict[str, list[dict]] = field(default_factory=dict)
 
+    def volumes_of(self, instance_ids: list[str]) -> dict[str, list[Volume]]:
+        """The EBS volumes attached to each of the instances, in one call (an instance with none is left out)."""
+        with aws_call("ec2:DescribeVolumes"):
+            answer = self.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": instance_ids}])
+        found: dict[str, list[Volume]] = {}
+        for volume in answer["Volumes"]:
+            for attachment in volume.get("Attachments", []):
+                if attachment.get("InstanceId") in instance_ids:
+                    found.setdefault(attachment["InstanceId"], []).append(Volume(
+                        volume["VolumeId"], volume["Size"], volume.get("Encrypted", False), volume.get("KmsKeyId")))
+        return found
+
     def instance_volumes(self, instance_id: str) -> list[Volume]:
         """The instance's EBS volumes: one call by the volumes' attachment; only an instance with none attached
         (gone, or instance-store only) is looked up itself."""
-        with aws_call("ec2:DescribeVolumes"):
-            attached = self.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])
-        if attached["Volumes"]:
-            return [Volume(v["VolumeId"], v["Size"], v.get("Encrypted", False), v.get("KmsKeyId"))
-                    for v in attached["Volumes"]]
+        attached = self.volumes_of([instance_id]).get(instance_id)
+        if attached:
+            return attached
         with aws_call("ec2:DescribeInstances"):
             reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         if not [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]:

@@ -101,6 +101,8 @@ class DynamoJobStore:
         if values:
             request["ExpressionAttributeValues"] = values
         for item in self._items("Query" if wave is not None else "Scan", request):
+            if "status" not in item:
+                continue  # not a job: a destination's copy slots (adapters/copy_slots.py) share the table
             yield JobSummary(item["job_id"]["S"], item["stage"]["S"], item["status"]["S"],
                              float(item["created_at"]["N"]) if "created_at" in item else None)
 

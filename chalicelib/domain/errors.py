@@ -32,6 +32,7 @@ _KINDS: dict[str, Kind] = {
     # capacity
     "ResourceLimitExceeded": Kind.BUSY,
     "AMIQuotaExceeded": Kind.BUSY,
+    "CopySlotsTaken": Kind.BUSY,  # ours (adapters/copy_slots.py): every slot for the destination is held
     # AWS-side faults
     "InternalError": Kind.TRANSIENT,
     "InternalFailure": Kind.TRANSIENT,

@@ -34,6 +34,20 @@ def test_a_batch_of_jobs_due_together_looks_with_one_call_per_account_and_region
     assert {j["stage"] for j in wave.jobs()} == {"WAIT_COPY"}  # each went on to share and copy
 
 
+def test_a_batch_of_new_jobs_reads_their_volumes_with_one_call(sandbox):
+    wave = Wave.start(sandbox)
+    layouts = [(30, [data]) for data in (10, 20, 30, 40, 50)]
+    servers = seed_servers(sandbox, 5, wave.stage.region, wave.stage.source_key_arn, layouts=layouts)
+    sandbox.client("mgn", region=wave.stage.region).start_cutover(sourceServerIDs=servers)
+    sandbox.clock.advance(3600)
+    wave.runner.deliver_events()  # five launch results: five jobs, each with its first message
+    assert wave.runner.advance() == 5
+    assert sandbox.service_calls["ec2:CreateImage"] == 5
+    assert sandbox.service_calls["ec2:DescribeVolumes"] == 1
+    # each job got its own instance's volumes
+    assert {j["source_server_id"]: j["size_gib"] for j in wave.jobs()} == dict(zip(servers, (40, 50, 60, 70, 80)))
+
+
 def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
     wave = Wave.start(sandbox)
     wave.cutover(6)
@@ -43,14 +57,15 @@ def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
     assert sandbox.service_calls["mgn:DescribeJobs"] == 1  # the instances of all six came in one answer
 
 
-def test_copies_past_the_destination_limit_wait_for_a_slot_instead_of_failing(make_sandbox):
-    """AWS runs a limited number of copies per destination region (ResourceLimitExceeded past it): the rest wait
-    in SQS, for about as long as a copy takes to free a slot, and never fail for it."""
+def test_copies_refused_for_the_destination_limit_wait_and_ask_again_instead_of_failing(make_sandbox):
+    """AWS runs a limited number of copies per destination region (ResourceLimitExceeded past it). Without our
+    admission (or when others' copies fill the destination), a refused copy waits in SQS for about as long as a
+    copy takes to free a slot, and never fails for it."""
     from automation.sandbox.settings import ThrottleSettings
     from tests.integration.conftest import fast_settings
 
     sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
-    wave = Wave.start(sandbox)
+    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "0"})
     wave.cutover(6)
     wave.run()
     jobs = wave.jobs()
@@ -62,6 +77,49 @@ def test_copies_past_the_destination_limit_wait_for_a_slot_instead_of_failing(ma
     assert sandbox.service_calls["ec2:CopyImage"] - 12 == refused
     # 8 of the 12 copies (4 per destination) cannot start at once; each asks again about once, not every few seconds
     assert refused <= 12
+
+
+def test_with_copy_slots_no_copy_is_refused_and_every_slot_is_given_back(make_sandbox):
+    """Admission: a copy starts only with one of the destination's slots, so copies past the limit queue in SQS
+    and EC2 never refuses one; each slot is given back when its copy ends."""
+    from automation.sandbox.settings import ThrottleSettings
+    from automation.sandbox.throttling import Throttling
+    from chalicelib.adapters.copy_slots import DynamoCopySlots
+    from tests.integration.conftest import fast_settings
+
+    sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
+    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "2"})
+    wave.cutover(6)
+    wave.run()
+    jobs = wave.jobs()
+    assert {j["status"] for j in jobs} == {"DONE"} and all(j["last_error"] is None for j in jobs)
+    assert sandbox.extension(Throttling).copies_refused == 0
+    assert sandbox.service_calls["ec2:CopyImage"] == 12  # one per job and target, none asked twice
+    slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
+    destinations = {key for j in jobs for key in j["copies"]}
+    assert destinations == {"222222222222/us-east-1", "333333333333/us-west-2"}
+    for destination in destinations:
+        assert slots.holders(destination) == {}
+
+
+def test_a_copy_slot_whose_holder_died_is_taken_back_when_its_lease_runs_out(sandbox):
+    from chalicelib.adapters.copy_slots import DynamoCopySlots
+
+    wave = Wave.start(sandbox)
+    slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
+    now = sandbox.clock.now()
+    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 600, 1, now)
+    assert not slots.take("222222222222/us-east-1", "next-job", now + 600, 1, now)  # full, and the lease is live
+    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 900, 1, now)  # a holder keeps its own slot
+    assert slots.take("222222222222/us-east-1", "next-job", now + 2000, 1, now + 901)  # lease out: taken back
+    assert slots.holders("222222222222/us-east-1") == {"next-job": now + 2000}
+    slots.give_back("222222222222/us-east-1", "next-job")
+    slots.give_back("222222222222/us-east-1", "next-job")  # giving back twice (a redelivered step) is harmless
+    assert slots.holders("222222222222/us-east-1") == {}
+    # the slots share the jobs table: an operator's scan of the jobs does not see them
+    from chalicelib.adapters.job_store import DynamoJobStore
+    store = DynamoJobStore(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
+    assert list(store.summaries()) == []
 
 
 def test_a_throttled_table_during_the_look_ahead_costs_one_call_not_the_batch(sandbox):
