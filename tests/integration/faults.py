@@ -70,3 +70,9 @@ def _builtin_handler(event: str, handler) -> Iterator[None]:
 def before_call(operation: str, handler) -> Iterator[None]:
     with _builtin_handler(f"before-call.{operation}", handler):
         yield
+
+
+@contextlib.contextmanager
+def after_call(operation: str, handler) -> Iterator[None]:
+    with _builtin_handler(f"after-call.{operation}", handler):
+        yield
