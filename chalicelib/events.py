@@ -17,17 +17,17 @@ OPERATOR_DETAIL_TYPE = "Distribute Instances"
 AMI_DETAIL_TYPE = "EC2 AMI State Change"
 
 LAUNCH_STATES = {"TEST_LAUNCH_SUCCEEDED", "TEST_LAUNCH_FAILED", "CUTOVER_LAUNCH_SUCCEEDED", "CUTOVER_LAUNCH_FAILED"}
-# Matched whole (fullmatch: `$` would let a trailing newline through) and ASCII only (`\d` takes any script's digits).
-SOURCE_SERVER_ARN = re.compile(r"arn:aws[a-z-]*:mgn:([a-z0-9-]+):(\d{12}):source-server/(s-[0-9a-f]{17})", re.ASCII)
-MGN_JOB_ID = re.compile(r"mgnjob-[0-9a-f]{17}")
-INSTANCE_ID = re.compile(r"i-([0-9a-f]{8}|[0-9a-f]{17})")
-IMAGE_ID = re.compile(r"ami-([0-9a-f]{8}|[0-9a-f]{17})")
-IMAGE_STATE = re.compile(r"[a-z]{1,32}")
-ACCOUNT_ID = re.compile(r"\d{12}", re.ASCII)
-REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d", re.ASCII)
-WAVE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-TOKEN = re.compile(r"[0-9a-f]{1,64}")
+# Matched whole (fullmatch: `$` alone lets a trailing newline through) and ASCII only (`\d` takes any script's digits).
+SOURCE_SERVER_ARN = re.compile(r"^arn:aws[a-z-]*:mgn:([a-z0-9-]+):(\d{12}):source-server/(s-[0-9a-f]{17})$", re.ASCII)
+MGN_JOB_ID = re.compile(r"^mgnjob-[0-9a-f]{17}$")
+INSTANCE_ID = re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$")  # also the MGN post-launch document's allowedPattern
+IMAGE_ID = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
+IMAGE_STATE = re.compile(r"^[a-z]{1,32}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$", re.ASCII)
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$", re.ASCII)
+WAVE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TOKEN = re.compile(r"^[0-9a-f]{1,64}$")
 MAX_INSTANCES_PER_EVENT = 500  # an MGN job holds at most 200 servers; an operator event a little more
 SHOWN_CHARS = 80  # of a rejected value, in the error: enough to recognise it, never a megabyte in the logs
 
