@@ -566,6 +566,7 @@ class Waker:
             change: AmiStateChange = parse_ami_event(event)
         except InvalidEvent as error:
             logger.error("event rejected", extra={"error": str(error)})
+            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
             return {"rejected": str(error)}
         woken = {}
         for job_id in self.ports.store.job_ids_awaiting(change.image_id):
