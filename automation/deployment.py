@@ -139,6 +139,8 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
     queue = f"arn:{P}:sqs:{R}:{A}:{stage.queue_name}"
     image, snapshot, instance = f"arn:{P}:ec2:{R}::image/*", f"arn:{P}:ec2:{R}::snapshot/*", f"arn:{P}:ec2:{R}:{A}:instance/*"
     ours = {"Null": {f"aws:ResourceTag/{OWN_RESOURCE_TAG}": "false"}}  # only what this service created
+    # ... and shared with accounts only: a request that adds a group (`all`: public) is denied whatever the code does
+    ours_to_accounts = {"Null": {f"aws:ResourceTag/{OWN_RESOURCE_TAG}": "false", "ec2:Add/group": "true"}}
     table_of = {
         "dynamodb:GetItem": ("JobsTable", [table], None),
         "dynamodb:PutItem": ("JobsTable", [table], None),
@@ -155,7 +157,7 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
         "ec2:CreateImage": ("CreateImage", [instance, image, snapshot], None),
         "ec2:ModifyImageAttribute": ("OwnImages", [image], ours),
         "ec2:DeregisterImage": ("OwnImages", [image], ours),
-        "ec2:ModifySnapshotAttribute": ("OwnSnapshots", [snapshot], ours),
+        "ec2:ModifySnapshotAttribute": ("ShareOwnSnapshotsWithAccounts", [snapshot], ours_to_accounts),
         "ec2:DeleteSnapshot": ("OwnSnapshots", [snapshot], ours),
         "ec2:TerminateInstances": ("TerminateSourceInstances", [instance], None),
         "sts:AssumeRole": ("AssumeTargetRoles",

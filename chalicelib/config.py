@@ -21,6 +21,7 @@ REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 ORGANIZATION_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
 OU_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}$")
 KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/[A-Za-z0-9/_-]+))$")
+QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:[\w-]{1,80}(\.fifo)?$")
 ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 LAUNCH_TYPES = {"CUTOVER", "TEST"}
 
@@ -47,6 +48,12 @@ class Settings:
     max_stage_attempts: int
     job_ttl_days: int
     copy_slots: int  # our copies in flight per destination account and region (0: no admission, EC2 refuses)
+
+    @property
+    def home(self) -> tuple[str, str]:
+        """The account and region the stage runs in (its queue's): the only ones it takes launches and requests from."""
+        _, _, _, region, account, _ = self.queue_arn.split(":")
+        return account, region
 
     def allows(self, target: Target) -> bool:
         return any(t.account_id == target.account_id and t.region == target.region for t in self.distribution.targets)
@@ -75,6 +82,8 @@ def load(env: Mapping[str, str]) -> Settings:
     table = required("JOBS_TABLE")
     queue_url = required("JOBS_QUEUE_URL")
     queue_arn = required("JOBS_QUEUE_ARN")
+    if queue_arn and not QUEUE_ARN.match(queue_arn):
+        problems.append(f"JOBS_QUEUE_ARN={queue_arn!r} is not an SQS queue ARN")
     role_name = required("CROSS_ACCOUNT_ROLE_NAME")
     if role_name and not ROLE_NAME.match(role_name):
         problems.append(f"CROSS_ACCOUNT_ROLE_NAME={role_name!r} is not an IAM role name")

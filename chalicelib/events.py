@@ -17,17 +17,36 @@ OPERATOR_DETAIL_TYPE = "Distribute Instances"
 AMI_DETAIL_TYPE = "EC2 AMI State Change"
 
 LAUNCH_STATES = {"TEST_LAUNCH_SUCCEEDED", "TEST_LAUNCH_FAILED", "CUTOVER_LAUNCH_SUCCEEDED", "CUTOVER_LAUNCH_FAILED"}
-SOURCE_SERVER_ARN = re.compile(r"^arn:aws[a-z-]*:mgn:([a-z0-9-]+):(\d{12}):source-server/(s-[0-9a-f]{17})$")
+# Matched whole (fullmatch: `$` alone lets a trailing newline through) and ASCII only (`\d` takes any script's digits).
+SOURCE_SERVER_ARN = re.compile(r"^arn:aws[a-z-]*:mgn:([a-z0-9-]+):(\d{12}):source-server/(s-[0-9a-f]{17})$", re.ASCII)
 MGN_JOB_ID = re.compile(r"^mgnjob-[0-9a-f]{17}$")
-INSTANCE_ID = re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$")
+INSTANCE_ID = re.compile(r"^i-([0-9a-f]{8}|[0-9a-f]{17})$")  # also the MGN post-launch document's allowedPattern
 IMAGE_ID = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
+IMAGE_STATE = re.compile(r"^[a-z]{1,32}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$", re.ASCII)
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$", re.ASCII)
 WAVE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+TOKEN = re.compile(r"^[0-9a-f]{1,64}$")
 MAX_INSTANCES_PER_EVENT = 500  # an MGN job holds at most 200 servers; an operator event a little more
+SHOWN_CHARS = 80  # of a rejected value, in the error: enough to recognise it, never a megabyte in the logs
 
 
 class InvalidEvent(ValueError):
     pass
+
+
+def shown(value: Any) -> str:
+    """A rejected value as the error quotes it: its repr, cut short."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit limit
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} chars)"
+
+
+def _matches(pattern: re.Pattern, value: Any) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -83,10 +102,10 @@ def _envelope(event: Any) -> tuple[str, str, str, str, dict]:
     account, region, detail = event.get("account"), event.get("region"), event.get("detail")
     if not isinstance(source, str) or not isinstance(detail_type, str):
         raise InvalidEvent("event has no source or detail-type")
-    if not isinstance(account, str) or not re.fullmatch(r"\d{12}", account):
-        raise InvalidEvent(f"event account {account!r} is not a 12-digit account ID")
-    if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", region):
-        raise InvalidEvent(f"event region {region!r} is not a region")
+    if not _matches(ACCOUNT_ID, account):
+        raise InvalidEvent(f"event account {shown(account)} is not a 12-digit account ID")
+    if not _matches(REGION, region):
+        raise InvalidEvent(f"event region {shown(region)} is not a region")
     if not isinstance(detail, dict):
         raise InvalidEvent("event detail must be an object")
     return source, detail_type, account, region, detail
@@ -98,21 +117,21 @@ def parse_intake(event: Any) -> LaunchResult | DistributeRequest:
         return _launch_result(event, account, region, detail)
     if (source, detail_type) == (OPERATOR_SOURCE, OPERATOR_DETAIL_TYPE):
         return _distribute_request(account, region, detail)
-    raise InvalidEvent(f"unexpected event {source!r} / {detail_type!r}")
+    raise InvalidEvent(f"unexpected event {shown(source)} / {shown(detail_type)}")
 
 
 def _launch_result(event: dict, account: str, region: str, detail: dict) -> LaunchResult:
     state, job_id = detail.get("state"), detail.get("job-id")
-    if state not in LAUNCH_STATES:
-        raise InvalidEvent(f"launch state {state!r} is not one of {sorted(LAUNCH_STATES)}")
-    if not isinstance(job_id, str) or not MGN_JOB_ID.match(job_id):
-        raise InvalidEvent(f"job-id {job_id!r} is not an MGN job ID")
+    if not isinstance(state, str) or state not in LAUNCH_STATES:
+        raise InvalidEvent(f"launch state {shown(state)} is not one of {sorted(LAUNCH_STATES)}")
+    if not _matches(MGN_JOB_ID, job_id):
+        raise InvalidEvent(f"job-id {shown(job_id)} is not an MGN job ID")
     resources = event.get("resources")
     if not isinstance(resources, list) or len(resources) != 1 or not isinstance(resources[0], str):
         raise InvalidEvent("a launch result names exactly one source server in resources")
-    match = SOURCE_SERVER_ARN.match(resources[0])
+    match = SOURCE_SERVER_ARN.fullmatch(resources[0])
     if not match or match.group(2) != account or match.group(1) != region:
-        raise InvalidEvent(f"resource {resources[0]!r} is not a source server of account {account} in {region}")
+        raise InvalidEvent(f"resource {shown(resources[0])} is not a source server of account {account} in {region}")
     return LaunchResult(account, region, match.group(3), job_id, state)
 
 
@@ -122,11 +141,11 @@ def _distribute_request(account: str, region: str, detail: dict) -> DistributeRe
         raise InvalidEvent("instanceIds must be a non-empty list")
     if len(instance_ids) > MAX_INSTANCES_PER_EVENT:
         raise InvalidEvent(f"at most {MAX_INSTANCES_PER_EVENT} instanceIds per event, got {len(instance_ids)}")
-    bad = [i for i in instance_ids if not isinstance(i, str) or not INSTANCE_ID.match(i)]
+    bad = [i for i in instance_ids if not _matches(INSTANCE_ID, i)]
     if bad:
-        raise InvalidEvent(f"not EC2 instance IDs: {bad[:5]!r}")
-    if not isinstance(wave, str) or not WAVE.match(wave):
-        raise InvalidEvent(f"wave {wave!r} must be 1-64 of letters, digits and . _ : -")
+        raise InvalidEvent(f"not EC2 instance IDs: {shown(bad[:5])}")
+    if not _matches(WAVE, wave):
+        raise InvalidEvent(f"wave {shown(wave)} must be 1-64 of letters, digits and . _ : -")
     if distribution is not None and not isinstance(distribution, dict):
         raise InvalidEvent("distribution must be an object")
     return DistributeRequest(account, region, tuple(dict.fromkeys(instance_ids)), wave, distribution)
@@ -135,27 +154,27 @@ def _distribute_request(account: str, region: str, detail: dict) -> DistributeRe
 def parse_ami_event(event: Any) -> AmiStateChange:
     source, detail_type, account, region, detail = _envelope(event)
     if (source, detail_type) != ("aws.ec2", AMI_DETAIL_TYPE):
-        raise InvalidEvent(f"unexpected event {source!r} / {detail_type!r}")
+        raise InvalidEvent(f"unexpected event {shown(source)} / {shown(detail_type)}")
     image_id, state = detail.get("ImageId"), detail.get("State")
-    if not isinstance(image_id, str) or not IMAGE_ID.match(image_id):
-        raise InvalidEvent(f"ImageId {image_id!r} is not an AMI ID")
-    if not isinstance(state, str) or not state.isalpha():
-        raise InvalidEvent(f"State {state!r} is not an image state")
+    if not _matches(IMAGE_ID, image_id):
+        raise InvalidEvent(f"ImageId {shown(image_id)} is not an AMI ID")
+    if not _matches(IMAGE_STATE, state):
+        raise InvalidEvent(f"State {shown(state)} is not an image state")
     return AmiStateChange(account, region, image_id, state)
 
 
 def parse_job_message(body: Any) -> JobMessage:
     try:
         data = json.loads(body) if isinstance(body, str) else None
-    except json.JSONDecodeError as error:
-        raise InvalidEvent(f"message body is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep; ValueError: too many digits
+        raise InvalidEvent(f"message body is not JSON we can read: {shown(str(error))}") from None
     if not isinstance(data, dict):
         raise InvalidEvent("message body must be a JSON object")
     job_id, version, token = data.get("jobId"), data.get("version"), data.get("token")
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise InvalidEvent(f"jobId {str(job_id)[:80]!r} is not a job ID")
+    if not _matches(JOB_ID, job_id):
+        raise InvalidEvent(f"jobId {shown(job_id)} is not a job ID")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InvalidEvent(f"version {version!r} must be a positive integer")
-    if not isinstance(token, str) or not re.fullmatch(r"[0-9a-f]{1,64}", token):
+        raise InvalidEvent(f"version {shown(version)} must be a positive integer")
+    if not _matches(TOKEN, token):
         raise InvalidEvent("token must be hexadecimal")
     return JobMessage(job_id, version, token)

@@ -43,7 +43,7 @@ from .domain.errors import AwsError, Kind
 from .domain.model import Distribution, Job, Reason, Stage, Status, Target, TargetCopy
 from .domain.polling import Expected
 from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage, LaunchResult,
-                     parse_ami_event, parse_intake)
+                     parse_ami_event, parse_intake, shown)
 
 logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
@@ -114,6 +114,10 @@ class Intake:
 
     def _jobs_for(self, request: LaunchResult | DistributeRequest) -> list[Job]:
         now = self.ports.now()
+        if (request.account, request.region) != self.settings.home:
+            # the stage's bus takes its targets' forwarded AMI events: any of them could put a request on it
+            raise InvalidEvent(f"event from account {request.account} in {request.region}: this stage acts only on "
+                               f"launches and requests of its own account and region ({'/'.join(self.settings.home)})")
         if isinstance(request, LaunchResult):
             if not request.succeeded:
                 logger.warning("launch failed; no job", extra={"source_server_id": request.source_server_id,
@@ -123,7 +127,13 @@ class Intake:
             if request.launch_type not in self.settings.launch_types:
                 logger.info("launch type not distributed by this stage", extra={"state": request.state})
                 return []
-            instance_id = self.ports.mgn.launched_instance(request.mgn_job_id, request.source_server_id)
+            try:
+                instance_id = self.ports.mgn.launched_instance(request.mgn_job_id, request.source_server_id)
+            except AwsError as error:
+                if error.kind is not Kind.GONE:
+                    raise  # throttled, say: raised, so Lambda tries the event again
+                raise InvalidEvent(f"MGN knows no launch of {request.source_server_id} in {request.mgn_job_id}: "
+                                   f"{error}") from None
             if not instance_id:
                 raise InvalidEvent(f"MGN job {request.mgn_job_id} launched no instance for {request.source_server_id}")
             distribution = self.settings.distribution
@@ -149,20 +159,29 @@ def narrow(settings: Settings, spec: dict | None) -> Distribution:
     allowed = settings.distribution
     if spec is None:
         return allowed
+    for key in ("targets", "organizationArns", "organizationalUnitArns"):
+        if not isinstance(spec.get(key) or [], list):
+            raise InvalidEvent(f"distribution.{key} must be a list, not {shown(spec[key])}")
     targets = []
     for item in spec.get("targets") or []:
         if not isinstance(item, dict):
             raise InvalidEvent("distribution.targets entries must be objects")
-        account, region = str(item.get("accountId", "")), str(item.get("region", ""))
+        account, region, copy = item.get("accountId"), item.get("region"), item.get("copy", True)
         match = next((t for t in allowed.targets if t.account_id == account and t.region == region), None)
         if match is None:
-            raise InvalidEvent(f"target {account}/{region} is not in this stage's allow-list")
-        targets.append(replace(match, copy=bool(item.get("copy", match.copy))))
+            raise InvalidEvent(f"target {shown(account)}/{shown(region)} is not in this stage's allow-list")
+        if not isinstance(copy, bool):
+            raise InvalidEvent(f"distribution.targets[].copy must be true or false, not {shown(copy)}")
+        targets.append(replace(match, copy=copy and match.copy))
+    shared_only = [t.key for t in targets if not t.copy]
+    if allowed.cleanup.any and shared_only:
+        raise InvalidEvent(f"this stage cleans up, which would remove the AMI shared with {shared_only}: "
+                           f"they must take a copy")
     for key, permitted in (("organizationArns", allowed.organization_arns),
                            ("organizationalUnitArns", allowed.organizational_unit_arns)):
         outside = [a for a in spec.get(key) or [] if a not in permitted]
         if outside:
-            raise InvalidEvent(f"distribution.{key} {outside!r} are not in this stage's allow-list")
+            raise InvalidEvent(f"distribution.{key} {shown(outside)} are not in this stage's allow-list")
     if not targets and not spec.get("organizationArns") and not spec.get("organizationalUnitArns"):
         raise InvalidEvent("distribution names no target")
     return Distribution(tuple(targets), tuple(spec.get("organizationArns") or ()),
@@ -586,6 +605,7 @@ class Waker:
             change: AmiStateChange = parse_ami_event(event)
         except InvalidEvent as error:
             logger.error("event rejected", extra={"error": str(error)})
+            metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
             return {"rejected": str(error)}
         woken = {}
         for job_id in self.ports.store.job_ids_awaiting(change.image_id):
