@@ -84,8 +84,9 @@ class Ec2Images:
             self._key_grants[key_id] = grants
         return self._key_grants[key_id]
 
-    def create_image(self, instance_id: str, name: str, tags: dict[str, str]) -> str:
-        """CreateImage has no ClientToken: the name is the idempotency key, and a duplicate is adopted."""
+    def create_image(self, instance_id: str, name: str, tags: dict[str, str], replace_failed: bool = True) -> str:
+        """CreateImage has no ClientToken: the name is the idempotency key, and a duplicate is adopted, unless AWS
+        gave up on it (`failed`: a retried job's earlier image), which is deregistered to free the name."""
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         try:
             with aws_call("ec2:CreateImage"):
@@ -101,6 +102,9 @@ class Ec2Images:
             found = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
         if not found:
             raise AwsError("ec2:CreateImage", "InvalidAMIName.Duplicate", f"{name} is in use but not visible")
+        if found[0].get("State") == "failed" and replace_failed:
+            self.deregister(found[0]["ImageId"])
+            return self.create_image(instance_id, name, tags, replace_failed=False)
         return found[0]["ImageId"]
 
     def images(self, image_ids: list[str]) -> dict[str, Image]:

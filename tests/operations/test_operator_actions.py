@@ -176,6 +176,30 @@ def test_retry_a_failed_copy_with_a_fresh_budget(make_sandbox):
     assert "already DONE" in cli("cancel", job["job_id"], *LOCAL, expect=2).stderr
 
 
+def test_retry_of_a_failed_source_image_makes_a_new_one(make_sandbox):
+    """The failed image keeps the job's AMI name (CreateImage's idempotency key): the retry frees it, once."""
+    from tests.operations.conftest import Cli
+
+    sandbox = make_sandbox(fast_settings(failures=FailureModel(create_failure_rate=1.0)))
+    wave = Wave.start(sandbox, env_overrides={"DISTRIBUTION": json.dumps(NO_CLEANUP)})
+    cli = Cli(sandbox)
+    wave.cutover(1)
+    wave.run()
+    [job] = wave.jobs()
+    assert (job["status"], job["reason"]) == ("FAILED", "IMAGE_FAILED")
+    failed_image = job["source_image_id"]
+
+    sandbox.settings.failures.create_failure_rate = 0.0
+    cli.json("retry", job["job_id"], *LOCAL)
+    wave.run()
+    [done] = wave.jobs()
+    assert done["status"] == "DONE", done["last_error"]
+    assert done["source_image_id"] != failed_image
+    ec2 = sandbox.client("ec2", region=wave.stage.region)
+    assert [i["State"] for i in ec2.describe_images(ImageIds=[failed_image])["Images"]] in ([], ["deregistered"])
+    assert_one_ami_and_one_copy_per_target(wave, [job["job_id"]])
+
+
 def test_cancel_stops_a_running_job_and_retry_resumes_it(cli, start_wave, sandbox):
     wave = start_wave(NO_CLEANUP)
     wave.cutover(2)
