@@ -52,12 +52,20 @@ FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
         "ec2:CreateImage", "ec2:DescribeImages",
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
         "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:TerminateInstances",
+        "dynamodb:Query", "events:PutEvents",  # the announcement: a wave's jobs by its index, the events
     ),
 }
 # on_ami_event wakes the job waiting on the image and takes its step there (service.Advancer.wake)
 FUNCTION_CALLS["on_ami_event"] = tuple(sorted(set(FUNCTION_CALLS["advance_jobs"]) | {"dynamodb:Query"}))
-# Made with the target role's credentials: templates/target-account-role.yaml grants these.
-TARGET_ROLE_CALLS = ("ec2:CopyImage", "ec2:DescribeImages", "ec2:DeregisterImage")
+# Made with the target role's credentials: templates/target-account-role.yaml grants these, the publishing
+# ones only when the StackSet's parameter for them is true (a target that does not publish is not granted them).
+TARGET_ROLE_OPTIONAL_CALLS: dict[str, tuple[str, ...]] = {
+    "PublishParameters": ("ssm:PutParameter", "ssm:AddTagsToResource"),
+    "UpdateLaunchTemplates": ("ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"),
+    "ProtectCopies": ("ec2:EnableImageDeregistrationProtection",),
+}
+TARGET_ROLE_CALLS = ("ec2:CopyImage", "ec2:DescribeImages", "ec2:DeregisterImage",
+                     *(call for calls in TARGET_ROLE_OPTIONAL_CALLS.values() for call in calls))
 # What Lambda itself calls with the function's role.
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 CONSUMER_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
@@ -87,6 +95,7 @@ class StageSpec:
     max_concurrency: int
     role_name: str
     target_accounts: tuple[str, ...]
+    event_bus: str = "default"  # EVENT_BUS_NAME; the policy names the default bus when events are off
 
     @classmethod
     def load(cls, name: str) -> "StageSpec":
@@ -108,6 +117,7 @@ class StageSpec:
             max_concurrency=int(env.get("CONSUMER_MAX_CONCURRENCY", "20")),
             role_name=env["CROSS_ACCOUNT_ROLE_NAME"],
             target_accounts=tuple(sorted({str(t["accountId"]) for t in targets if t.get("copy", True)})),
+            event_bus=env.get("EVENT_BUS_NAME") or "default",
         )
 
     @property
@@ -157,12 +167,18 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
         "ec2:ModifySnapshotAttribute": ("OwnSnapshots", [snapshot], ours),
         "ec2:DeleteSnapshot": ("OwnSnapshots", [snapshot], ours),
         "ec2:TerminateInstances": ("TerminateSourceInstances", [instance], None),
+        # only the service's own events, on the stage's bus
+        "events:PutEvents": ("PutDistributionEvents", [_event_bus_arn(stage)], {"StringEquals": {"events:source": "ami-distributor"}}),
         "sts:AssumeRole": ("AssumeTargetRoles",
                            [f"arn:{P}:iam::{account}:role/{stage.role_name}" for account in stage.target_accounts], None),
     }
     if call not in table_of:
         raise DeployError(f"no IAM mapping for {call}: add it to automation/deployment.py _statement_of")
     return table_of[call]
+
+
+def _event_bus_arn(stage: StageSpec) -> str:
+    return stage.event_bus if stage.event_bus.startswith("arn:") else f"arn:{P}:events:{R}:{A}:event-bus/{stage.event_bus}"
 
 
 def policy_document(stage: StageSpec, function: str | None, *, cloudformation: bool = False) -> dict:

@@ -31,12 +31,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .adapters.ec2 import Ec2Images, Image
+from .adapters.event_bus import EventBus
 from .adapters.job_store import DynamoJobStore, JobExists, StaleJob
 from .adapters.mgn import MgnLaunches
+from .adapters.publishing import TargetPublisher
 from .adapters.queue import JobQueue
 from .adapters.sessions import CrossAccountSessions
 from .config import Settings
-from .domain import key_policy
+from .domain import key_policy, publishing
 from .domain.backoff import SQS_MAX_DELAY_S
 from .domain.errors import AwsError, Kind
 from .domain.model import Distribution, Job, Reason, Stage, Status, Target, TargetCopy
@@ -66,6 +68,7 @@ class Ports:
     source_ec2: Ec2Images
     targets: CrossAccountSessions
     mgn: MgnLaunches
+    events: EventBus
     now: Callable[[], float]
     draw: Callable[[], float]  # uniform [0, 1): backoff jitter
 
@@ -178,6 +181,7 @@ class Advancer:
             Stage.SHARE: self._share,
             Stage.COPY: self._copy,
             Stage.WAIT_COPY: self._wait_copy,
+            Stage.PUBLISH: self._publish,
             Stage.CLEANUP: self._cleanup,
         }
 
@@ -186,12 +190,14 @@ class Advancer:
         job = self.ports.store.get(message.job_id)
         if job is None:
             raise EarlyMessage(f"job {message.job_id} does not exist (yet)")
-        if job.status.terminal:
+        if job.status.terminal and not (job.announce_pending and message.version >= job.version):
             return f"dropped: job is {job.status.value}"
         if message.version > job.version:
             raise EarlyMessage(f"message for version {message.version}, job is at {job.version}")
         if message.version < job.version or message.token != job.token:
             return "dropped: stale message"
+        if job.status.terminal:
+            return self._announce(job, delivery_id)
         now = self.ports.now()
         if _not_yet_due(job, now):
             # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
@@ -261,11 +267,15 @@ class Advancer:
         job.version += 1
         job.token = new_token(job.job_id, job.version, delivery_id)
         job.updated_at = self.ports.now()
+        # a job that ends with events on keeps one message: the announcement (_announce), sent now
+        job.announce_pending = job.status in (Status.DONE, Status.FAILED) and self.ports.events.enabled
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
             send_at = self.settings.poll.hop(job.updated_at, job.next_wake_at)
             self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token),
                                     sqs_delay(send_at - job.updated_at))])
+        elif job.announce_pending:
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), 0)])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:
@@ -434,7 +444,7 @@ class Advancer:
                 source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
                 kms_key_id=target.kms_key_id, client_token=job.client_token(target),
                 description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
-                tags=job.provenance_tags,
+                tags=publishing.copy_tags(job, target), completion_minutes=target.copy_minutes,
             )
             copy.state, copy.started_at = "pending", self.ports.now()
         pending = [c for c in job.copies.values() if c.state == "pending"]
@@ -467,7 +477,8 @@ class Advancer:
             job.awaited_image_id = _last_started(pending).image_id
             return self._poll_copies(job, pending)
         job.awaited_image_id = None
-        return self._after_targets(job, None)
+        publishes = any(t.publishes for t in job.distribution.copy_targets)
+        return self._after_targets(job, Stage.PUBLISH if publishes else None)
 
     def _copy_state(self, job: Job, target: Target, image_id: str) -> str:
         if image_id in self._reported:
@@ -486,6 +497,77 @@ class Advancer:
         job.move_to(next_stage, now)
         return 0
 
+    def _publish(self, job: Job) -> int | None:
+        """Every copy is available: protect it, make it its launch template's default, name it in an SSM
+        parameter, in each target that asks. Each side effect is done once (a throttled stage resumes) and
+        is idempotent anyway (protection and parameter overwrite, the launch template's ClientToken)."""
+        for target in (t for t in job.distribution.copy_targets if t.publishes):
+            copy = job.copy_for(target)
+            image_id = copy.image_id
+            if target.protection:
+                ec2 = self._target_ec2(job, target)
+                self._once(job, f"protect:{image_id}", lambda: ec2.protect(image_id, target.protection == "cooldown"))
+            if target.launch_template:
+                publisher = self._target_publisher(job, target)
+
+                def new_default() -> None:
+                    copy.launch_template_version = publisher.new_default_version(
+                        target.launch_template, image_id, f"{image_id}: {job.instance_id}, wave {job.wave}",
+                        publishing.client_token(job, target, "launch-template"))
+                self._once(job, f"launch-template:{image_id}", new_default)
+            if target.parameter_pattern:
+                publisher = self._target_publisher(job, target)
+                name = publishing.parameter_name(target, job)
+
+                def put_parameter() -> None:
+                    publisher.put_image_parameter(name, image_id, f"{job.instance_id} (wave {job.wave}) by ami-distributor",
+                                                  publishing.parameter_tags(job, target))
+                    copy.parameter_name = name
+                self._once(job, f"parameter:{image_id}", put_parameter)
+        return self._after_targets(job, None)
+
+    def _announce(self, job: Job, delivery_id: str) -> str:
+        """The job ended (DONE or FAILED) and its events are not yet put: put the job's event, and its wave's
+        when this was the wave's last job, then record them as put. Put before written, like a message:
+        a crash in between puts them again (consumers dedupe on eventId), never loses them."""
+        read_version = job.version
+        report = publishing.report_location(job.wave, self.settings.table_name, self.settings.stage_name)
+        detail_type, detail = publishing.job_event(job, report)
+        entries = [(detail_type, detail, [f"ami-distributor:job/{job.job_id}"])]
+        counts = self._wave_counts(job)
+        if counts is not None:
+            detail_type, detail = publishing.wave_event(job.wave, counts, report)
+            entries.append((detail_type, detail, [f"ami-distributor:wave/{job.wave}"]))
+        self.ports.events.put(entries)
+        job.announce_pending = False
+        job.version += 1
+        job.token = new_token(job.job_id, job.version, delivery_id)
+        try:
+            self.ports.store.save(job, read_version)
+        except StaleJob:
+            return "dropped: lost the race to another consumer"
+        return f"announced {job.status.value}" + (" and its wave" if counts is not None else "")
+
+    def _wave_counts(self, job: Job) -> dict[str, int] | None:
+        """The wave's jobs by status when every one is terminal, else None. Read after this job's terminal state
+        was written, each job the index shows running is read again (the index lags the table): of two jobs
+        ending together, at least one sees the other's end. A wave named by an MGN job is complete only when
+        that job has ended and each instance it launched has its job."""
+        counts: dict[str, int] = defaultdict(int)
+        for job_id, status in self.ports.store.wave_statuses(job.wave):
+            status = job.status.value if job_id == job.job_id else status
+            if status == Status.RUNNING.value:
+                current = self.ports.store.get(job_id)
+                if current is None or not current.status.terminal:
+                    return None
+                status = current.status.value
+            counts[status] += 1
+        if job.mgn_job_id and job.wave == job.mgn_job_id:
+            ended, launched = self.ports.mgn.launched_all(job.mgn_job_id)
+            if not ended or launched > sum(counts.values()):
+                return None
+        return dict(counts)
+
     def _cleanup(self, job: Job) -> int | None:
         # Only reached from WAIT_COPY once every copy was seen available (or with no copies at all).
         cleanup, ec2 = job.distribution.cleanup, self.ports.source_ec2
@@ -501,6 +583,10 @@ class Advancer:
 
     def _target_ec2(self, job: Job, target: Target) -> Ec2Images:
         return Ec2Images(self.ports.targets.ec2(target.account_id, target.region, job.job_id))
+
+    def _target_publisher(self, job: Job, target: Target) -> TargetPublisher:
+        return TargetPublisher(self.ports.targets.ssm(target.account_id, target.region, job.job_id),
+                               self.ports.targets.ec2(target.account_id, target.region, job.job_id))
 
     def _record(self, job: Job) -> None:
         if job.status is Status.DONE:
@@ -532,6 +618,7 @@ _STAGE_FAILURE = {
     Stage.SHARE: Reason.SHARE_REFUSED,
     Stage.COPY: Reason.COPY_REFUSED,
     Stage.WAIT_COPY: Reason.COPY_FAILED,
+    Stage.PUBLISH: Reason.PUBLISH_REFUSED,
     Stage.CLEANUP: Reason.CLEANUP_REFUSED,
 }
 

@@ -18,6 +18,7 @@ class Stage(str, Enum):
     SHARE = "SHARE"
     COPY = "COPY"
     WAIT_COPY = "WAIT_COPY"
+    PUBLISH = "PUBLISH"
     CLEANUP = "CLEANUP"
     DONE = "DONE"
 
@@ -48,20 +49,51 @@ class Reason(str, Enum):
     LAUNCH_NOT_FOUND = "LAUNCH_NOT_FOUND"
     RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
     NOT_ALLOWED = "NOT_ALLOWED"
+    PUBLISH_REFUSED = "PUBLISH_REFUSED"
 
 
-@dataclass(frozen=True)
+DEFAULT_PARAMETER_PATTERN = "/migrated/{wave}/{source_server_id}"
+
+
+@dataclass(frozen=True, repr=False)
 class Target:
-    """One destination of the copy: an account in a region, re-encrypted with that region's key."""
+    """One destination of the copy: an account in a region, re-encrypted with that region's key, and what
+    is published there once the copy is available (Image Builder's distribution settings, per target)."""
 
     account_id: str
     region: str
     kms_key_id: str | None = None
     copy: bool = True
+    parameter_pattern: str | None = None  # an SSM parameter (aws:ec2:image) named by this pattern holds the copy
+    launch_template: str | None = None  # a launch template whose new default version launches the copy
+    tags: tuple[tuple[str, str], ...] = ()  # added to the copy, its snapshots and the parameter
+    copy_minutes: int | None = None  # a time-based copy: SnapshotCopyCompletionDurationMinutes
+    protection: str | None = None  # deregistration protection of the copy: "on" or "cooldown" (24 h)
 
     @property
     def key(self) -> str:
         return f"{self.account_id}/{self.region}"
+
+    @property
+    def publishes(self) -> bool:
+        return bool(self.copy and (self.parameter_pattern or self.launch_template or self.protection))
+
+    def __repr__(self) -> str:
+        # The distribution's fingerprint (and so every job ID) is this repr: a target without the options
+        # added later keeps the repr, and the job IDs, it always had.
+        text = (f"Target(account_id={self.account_id!r}, region={self.region!r}, kms_key_id={self.kms_key_id!r}, "
+                f"copy={self.copy!r}")
+        for name in ("parameter_pattern", "launch_template", "tags", "copy_minutes", "protection"):
+            value = getattr(self, name)
+            if value:
+                text += f", {name}={value!r}"
+        return text + ")"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Target":
+        values = dict(data)
+        values["tags"] = tuple(tuple(pair) for pair in values.get("tags", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -112,6 +144,8 @@ class TargetCopy:
     state: str | None = None  # the copy's image state as last seen
     attempts: int = 0  # CopyImage attempts (a failed copy is retried with a fresh ClientToken)
     started_at: float | None = None  # when CopyImage was called (the poll plan counts from it)
+    parameter_name: str | None = None  # the SSM parameter that names this copy (PUBLISH)
+    launch_template_version: int | None = None  # the launch template version made the default (PUBLISH)
 
     @property
     def key(self) -> str:
@@ -166,6 +200,7 @@ class Job:
     awaited_image_id: str | None = None  # the image whose state change wakes this job (GSI)
     retries: int = 0  # operator retries (automation/operations.py)
     copy_attempts_granted: int = 0  # extra CopyImage attempts per target, granted by an operator's retry
+    announce_pending: bool = False  # terminal, and its events not yet put (service.py: the announcement)
 
     @staticmethod
     def make_id(instance_id: str, distribution: Distribution) -> str:
@@ -232,7 +267,7 @@ class Job:
         values = dict(data)
         spec = values["distribution"]
         values["distribution"] = Distribution(
-            targets=tuple(Target(**t) for t in spec["targets"]),
+            targets=tuple(Target.from_dict(t) for t in spec["targets"]),
             organization_arns=tuple(spec.get("organization_arns", ())),
             organizational_unit_arns=tuple(spec.get("organizational_unit_arns", ())),
             cleanup=Cleanup(**spec.get("cleanup", {})),
