@@ -51,7 +51,7 @@ class PublishingFidelity:
         def put_parameter(backend: Any, name: str, description: str, value: str, parameter_type: str,
                           allowed_pattern: str, keyid: str, overwrite: bool, tags: list, data_type: str,
                           tier: str | None, policies: str | None) -> Any:
-            versions = backend._parameters.get(name) or []
+            versions = backend._parameters[name] if name in backend._parameters else []
             if versions and (data_type or "text") != versions[-1].data_type and IMAGE_DATA_TYPE in (
                     data_type, versions[-1].data_type):
                 raise ValidationException(f"You can't change the data type of parameter {name} "
