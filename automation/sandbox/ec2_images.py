@@ -162,7 +162,7 @@ class ImageFidelity:
                    if job.kind == "copy" and job.account == account_id and job.region == region)
 
     # the image life cycle -------------------------------------------------------------------
-    def _start(self, ami: Ami, kind: str, devices: list[Device], within_minutes: int | None = None) -> None:
+    def _start(self, ami: Ami, kind: str, devices: list[Device]) -> None:
         settings = self.sandbox.settings
         draw, fail_draw = self.sandbox.rng.random(), self.sandbox.rng.random()
         total_gib = sum(device.size for device in devices)
@@ -171,6 +171,7 @@ class ImageFidelity:
             rate = settings.failures.create_failure_rate
         else:
             seconds = settings.durations.copy_seconds(total_gib, draw)
+            within_minutes = ami.__dict__.get("sandbox_within_minutes")
             if within_minutes:  # a time-based copy ends within its duration, at the model's time scale
                 seconds = min(seconds, within_minutes * 60 * settings.durations.time_scale)
             rate = settings.failures.copy_failure_rate
@@ -543,7 +544,8 @@ def _register(fidelity: ImageFidelity, backend: Any, ami: Ami, devices: list[Dev
         ami.ebs_snapshot = devices[0].snapshot
     ami.add_tags(image_tags)
     backend.amis[ami.id] = ami
-    fidelity._start(ami, kind, devices, within_minutes)
+    ami.sandbox_within_minutes = within_minutes
+    fidelity._start(ami, kind, devices)
     return ami
 
 
