@@ -23,7 +23,7 @@ from automation.stages import function_environment
 from automation.wave import Wave
 
 DEMO_TIME_SCALE = 0.001  # a 100 GiB server: ~12 min of CreateImage becomes ~0.7 s, a ~25 min copy ~1.5 s
-STAGES = ["WAIT_LAUNCH", "CREATE_IMAGE", "WAIT_IMAGE", "SHARE", "COPY", "WAIT_COPY", "PUBLISH", "CLEANUP"]
+STAGES = ["WAIT_LAUNCH", "CREATE_IMAGE", "WAIT_IMAGE", "REENCRYPT", "WAIT_REENCRYPT", "SHARE", "COPY", "WAIT_COPY", "PUBLISH", "CLEANUP"]
 CONTROL_PLANE = ("ec2", "sts", "kms", "mgn", "ssm", "events")
 DOWNSTREAM_QUEUE = "ami-distributor-demo-downstream"
 

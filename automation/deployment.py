@@ -53,6 +53,7 @@ FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
         "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:TerminateInstances",
         "dynamodb:Query", "events:PutEvents",  # the announcement: a wave's jobs by its index, the events
+        "ec2:CopyImage",  # reencryptSource: an aws/ebs AMI copied in the source account with a customer-managed key
     ),
 }
 # on_ami_event wakes the job waiting on the image and takes its step there (service.Advancer.wake)
@@ -72,7 +73,11 @@ CONSUMER_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttr
 # API operations authorized under another IAM action name
 IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
 # Tagging on create (TagSpecifications) is authorized as ec2:CreateTags for that create action.
-TAG_ON_CREATE = {"ec2:CreateImage": "CreateImage"}
+TAG_ON_CREATE = {"ec2:CreateImage": "CreateImage", "ec2:CopyImage": "CopyImage"}
+# A copy in the source account (reencryptSource) decrypts and re-encrypts through EC2 with the caller's rights
+# on the source account's keys ("Amazon EBS encryption", KMS permissions for CopyImage / CopySnapshot).
+KMS_FOR_SOURCE_COPY = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                       "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
 OWN_RESOURCE_TAG = "ami-distributor:job-id"  # every image and snapshot we make carries it (provenance tags)
 
 P, R, A = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
@@ -162,6 +167,7 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
         "kms:GetKeyPolicy": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "kms:ListGrants": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "ec2:CreateImage": ("CreateImage", [instance, image, snapshot], None),
+        "ec2:CopyImage": ("CopyImageInSource", [image, snapshot], None),
         "ec2:ModifyImageAttribute": ("OwnImages", [image], ours),
         "ec2:DeregisterImage": ("OwnImages", [image], ours),
         "ec2:ModifySnapshotAttribute": ("OwnSnapshots", [snapshot], ours),
@@ -192,16 +198,23 @@ def policy_document(stage: StageSpec, function: str | None, *, cloudformation: b
         sid, resources, condition = _statement_of(call, stage)
         groups.setdefault((sid, tuple(resources), json.dumps(condition, sort_keys=True)), []).append(
             IAM_ACTION.get(call, call))
-        if call in TAG_ON_CREATE:
-            key = ("TagOnCreate", tuple(r for r in resources if "instance/" not in r),
-                   json.dumps({"StringEquals": {"ec2:CreateAction": TAG_ON_CREATE[call]}}))
-            groups.setdefault(key, []).append("ec2:CreateTags")
+        if call == "ec2:CopyImage":
+            key = ("KeysForSourceCopies", (f"arn:{P}:kms:{R}:{A}:key/*",),
+                   json.dumps({"StringEquals": {"kms:ViaService": f"ec2.{R}.amazonaws.com"}}))
+            groups.setdefault(key, []).extend(KMS_FOR_SOURCE_COPY)
+    creating = sorted(TAG_ON_CREATE[c] for c in (FUNCTION_CALLS[function] if function else ()) if c in TAG_ON_CREATE)
+    if creating:  # one statement: tagging only while creating one of these, never on its own
+        key = ("TagOnCreate", (f"arn:{P}:ec2:{R}::image/*", f"arn:{P}:ec2:{R}::snapshot/*"),
+               json.dumps({"StringEquals": {"ec2:CreateAction": creating[0] if len(creating) == 1 else creating}}))
+        groups[key] = ["ec2:CreateTags"]
     statements = []
     for (sid, resources, condition), actions in groups.items():
         statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(set(actions)),
                      "Resource": [_arn(r, stage, cloudformation) for r in resources]}
         if condition != "null":
-            statement["Condition"] = json.loads(condition)
+            statement["Condition"] = {operator: {key: _arn(value, stage, cloudformation) if isinstance(value, str) else value
+                                                 for key, value in tests.items()}
+                                      for operator, tests in json.loads(condition).items()}
         statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}
 

@@ -90,6 +90,10 @@ def load(env: Mapping[str, str]) -> Settings:
     if role_name and not ROLE_NAME.match(role_name):
         problems.append(f"CROSS_ACCOUNT_ROLE_NAME={role_name!r} is not an IAM role name")
     distribution = _distribution(env.get("DISTRIBUTION", ""), problems)
+    key = distribution.reencrypt_key_id
+    if key and queue_arn.count(":") == 5 and key.split(":")[3:5] != queue_arn.split(":")[3:5]:
+        problems.append(f"DISTRIBUTION.reencryptSource.kmsKeyId must be a key of the source account in the stage's "
+                        f"region ({':'.join(queue_arn.split(':')[3:5])}), not {':'.join(key.split(':')[3:5])}")
     launch_types = frozenset(t.strip().upper() for t in env.get("LAUNCH_TYPES", "CUTOVER").split(",") if t.strip())
     if not launch_types or not launch_types <= LAUNCH_TYPES:
         problems.append(f"LAUNCH_TYPES={env.get('LAUNCH_TYPES')!r}: use CUTOVER and/or TEST")
@@ -239,8 +243,25 @@ def _distribution(raw: str, problems: list[str]) -> Distribution:
         terminate_instance=bool(cleanup_spec.get("terminateInstance", False)),
     )
     shared_only = [t.key for t in targets if not t.copy]
+    reencrypt_key = _reencrypt_key(spec.get("reencryptSource"), problems)
+    if reencrypt_key and (shared_only or orgs or units):
+        problems.append("DISTRIBUTION.reencryptSource removes the re-encrypted AMI once the copies are made: "
+                        "it cannot go with share-only targets, organizationArns or organizationalUnitArns")
     if cleanup.any and shared_only:
         problems.append(f"DISTRIBUTION.cleanup would remove the AMI shared with {shared_only} (they get no copy)")
     if cleanup.delete_snapshots and not cleanup.deregister_image:
         problems.append("DISTRIBUTION.cleanup.deleteSnapshots needs deregisterImage (a registered AMI keeps its snapshots in use)")
-    return Distribution(tuple(targets), orgs, units, cleanup)
+    return Distribution(tuple(targets), orgs, units, cleanup, reencrypt_key)
+
+
+def _reencrypt_key(spec: object, problems: list[str]) -> str | None:
+    """`reencryptSource: {"kmsKeyId": ARN}`: the source account's customer-managed key an aws/ebs AMI is re-encrypted
+    with (the targets must be allowed to use it, as for the MGN launch key: source-key.yaml)."""
+    if spec is None or spec is False:
+        return None
+    key = spec.get("kmsKeyId") if isinstance(spec, dict) else None
+    if not (isinstance(key, str) and KMS_KEY.match(key)) or ":alias/" in key:
+        problems.append("DISTRIBUTION.reencryptSource.kmsKeyId must be a customer-managed KMS key ARN (key/...) "
+                        "of the source account in the stage's region")
+        return None
+    return key

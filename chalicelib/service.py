@@ -166,7 +166,7 @@ def narrow(settings: Settings, spec: dict | None) -> Distribution:
     if not targets and not spec.get("organizationArns") and not spec.get("organizationalUnitArns"):
         raise InvalidEvent("distribution names no target")
     return Distribution(tuple(targets), tuple(spec.get("organizationArns") or ()),
-                        tuple(spec.get("organizationalUnitArns") or ()), allowed.cleanup)
+                        tuple(spec.get("organizationalUnitArns") or ()), allowed.cleanup, allowed.reencrypt_key_id)
 
 
 class Advancer:
@@ -178,6 +178,8 @@ class Advancer:
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
             Stage.WAIT_IMAGE: self._wait_image,
+            Stage.REENCRYPT: self._reencrypt,
+            Stage.WAIT_REENCRYPT: self._wait_reencrypt,
             Stage.SHARE: self._share,
             Stage.COPY: self._copy,
             Stage.WAIT_COPY: self._wait_copy,
@@ -350,15 +352,19 @@ class Advancer:
                 job.fail(Reason.INSTANCE_NOT_FOUND, error.code, f"instance {job.instance_id} no longer exists", now)
                 return None
             raise
-        for volume in volumes:
-            if volume.encrypted and (volume.kms_key_id is None
-                                     or self.ports.source_ec2.key_manager(volume.kms_key_id) == "AWS"):
-                job.fail(Reason.AWS_MANAGED_KEY, "AwsManagedKey",
-                         f"volume {volume.volume_id} of {job.instance_id} is encrypted with the AWS-managed key "
-                         f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
-                         f"KMS key in the MGN launch settings (EBS encryption) and launch again.", now)
-                return None
-        unusable = self._source_key_problem(job, {v.kms_key_id for v in volumes if v.encrypted})
+        aws_managed = [v for v in volumes if v.encrypted and (
+            v.kms_key_id is None or self.ports.source_ec2.key_manager(v.kms_key_id) == "AWS")]
+        reencrypt_key = job.distribution.reencrypt_key_id
+        if aws_managed and not reencrypt_key:
+            job.fail(Reason.AWS_MANAGED_KEY, "AwsManagedKey",
+                     f"volume {aws_managed[0].volume_id} of {job.instance_id} is encrypted with the AWS-managed key "
+                     f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
+                     f"KMS key in the MGN launch settings (EBS encryption) and launch again, or set "
+                     f"DISTRIBUTION.reencryptSource to re-encrypt its AMI in this account first.", now)
+            return None
+        job.needs_reencrypt = bool(aws_managed)
+        keys = {v.kms_key_id for v in volumes if v.encrypted and v not in aws_managed}
+        unusable = self._source_key_problem(job, keys | ({reencrypt_key} if aws_managed else set()))
         if unusable:
             job.fail(Reason.SOURCE_KEY_UNUSABLE, "SourceKeyUnusable", unusable, now)
             return None
@@ -406,11 +412,39 @@ class Advancer:
         if image.state == "available":
             job.snapshot_ids = list(image.snapshot_ids)
             job.awaited_image_id = None
-            job.move_to(Stage.SHARE, now)
+            job.move_to(Stage.REENCRYPT if job.needs_reencrypt else Stage.SHARE, now)
             return 0
         if image.state in ("pending", "transient"):
             return self._poll_image(job)
         job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}", image.reason or f"source image is {image.state}", now)
+        return None
+
+    def _reencrypt(self, job: Job) -> int | None:
+        """The source AMI has a volume under aws/ebs, which AWS will not share: copy it in this account and region
+        with the customer-managed key (CopyImage re-encrypts every snapshot); that copy is what is shared."""
+        now = self.ports.now()
+        job.reencrypted_image_id = self.ports.source_ec2.copy_image(
+            source_image_id=job.source_image_id, source_region=job.region, name=f"{job.image_name}-cmk",
+            kms_key_id=job.distribution.reencrypt_key_id, client_token=new_token(job.job_id, "reencrypt"),
+            description=f"{job.source_image_id} re-encrypted for sharing by ami-distributor (removed after the copies)",
+            tags=job.provenance_tags)
+        job.awaited_image_id = job.reencrypted_image_id
+        job.move_to(Stage.WAIT_REENCRYPT, now, job.reencrypted_image_id)
+        return self._poll(job, now, self.settings.expected_copy.seconds(job.size_gib))
+
+    def _wait_reencrypt(self, job: Job) -> int | None:
+        image = self.ports.source_ec2.images([job.reencrypted_image_id])[job.reencrypted_image_id]
+        now = self.ports.now()
+        if image.state == "available":
+            job.reencrypted_snapshot_ids = list(image.snapshot_ids)
+            job.awaited_image_id = None
+            job.move_to(Stage.SHARE, now)
+            return 0
+        if image.state in ("pending", "transient"):
+            started = job.history[-1].at if job.history else now
+            return self._poll(job, started, self.settings.expected_copy.seconds(job.size_gib))
+        job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}",
+                 image.reason or f"re-encrypted image {job.reencrypted_image_id} is {image.state}", now)
         return None
 
     def _share(self, job: Job) -> int | None:
@@ -421,10 +455,10 @@ class Advancer:
             job.fail(Reason.NOT_ALLOWED, "NotInAllowList",
                      f"{outside} are no longer in this stage's allow-list: nothing was shared", self.ports.now())
             return None
-        self._once(job, f"share:{job.source_image_id}", lambda: ec2.share_image(
-            job.source_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
+        self._once(job, f"share:{job.shared_image_id}", lambda: ec2.share_image(
+            job.shared_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
         if spec.share_accounts:
-            for snapshot_id in job.snapshot_ids:
+            for snapshot_id in job.shared_snapshot_ids:
                 self._once(job, f"share:{snapshot_id}", lambda: ec2.share_snapshot(snapshot_id, spec.share_accounts))
         return self._after_targets(job, Stage.COPY if spec.copy_targets else None)
 
@@ -441,7 +475,7 @@ class Advancer:
             if copy.image_id:
                 continue  # made by an earlier (throttled) try of this stage
             copy.image_id = self._target_ec2(job, target).copy_image(
-                source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
+                source_image_id=job.shared_image_id, source_region=job.region, name=job.image_name,
                 kms_key_id=target.kms_key_id, client_token=job.client_token(target),
                 description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
                 tags=publishing.copy_tags(job, target), completion_minutes=target.copy_minutes,
@@ -490,7 +524,7 @@ class Advancer:
     def _after_targets(self, job: Job, next_stage: Stage | None) -> int | None:
         now = self.ports.now()
         if next_stage is None:
-            next_stage = Stage.CLEANUP if job.distribution.cleanup.any else None
+            next_stage = Stage.CLEANUP if job.distribution.cleanup.any or job.reencrypted_image_id else None
         if next_stage is None:
             job.finish(now)
             return None
@@ -571,6 +605,11 @@ class Advancer:
     def _cleanup(self, job: Job) -> int | None:
         # Only reached from WAIT_COPY once every copy was seen available (or with no copies at all).
         cleanup, ec2 = job.distribution.cleanup, self.ports.source_ec2
+        intermediate = job.reencrypted_image_id
+        if intermediate:  # removed whatever the cleanup settings: it exists only to be copied
+            self._once(job, f"deregister:{intermediate}", lambda: ec2.deregister(intermediate))
+            for snapshot_id in job.reencrypted_snapshot_ids:
+                self._once(job, f"delete:{snapshot_id}", lambda: ec2.delete_snapshot(snapshot_id))
         if cleanup.deregister_image:
             self._once(job, f"deregister:{job.source_image_id}", lambda: ec2.deregister(job.source_image_id))
         if cleanup.delete_snapshots:
@@ -615,6 +654,8 @@ _STAGE_FAILURE = {
     Stage.WAIT_LAUNCH: Reason.LAUNCH_NOT_FOUND,
     Stage.CREATE_IMAGE: Reason.IMAGE_FAILED,
     Stage.WAIT_IMAGE: Reason.IMAGE_FAILED,
+    Stage.REENCRYPT: Reason.IMAGE_FAILED,
+    Stage.WAIT_REENCRYPT: Reason.IMAGE_FAILED,
     Stage.SHARE: Reason.SHARE_REFUSED,
     Stage.COPY: Reason.COPY_REFUSED,
     Stage.WAIT_COPY: Reason.COPY_FAILED,

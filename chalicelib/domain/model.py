@@ -15,6 +15,8 @@ class Stage(str, Enum):
     WAIT_LAUNCH = "WAIT_LAUNCH"
     CREATE_IMAGE = "CREATE_IMAGE"
     WAIT_IMAGE = "WAIT_IMAGE"
+    REENCRYPT = "REENCRYPT"
+    WAIT_REENCRYPT = "WAIT_REENCRYPT"
     SHARE = "SHARE"
     COPY = "COPY"
     WAIT_COPY = "WAIT_COPY"
@@ -107,7 +109,7 @@ class Cleanup:
         return self.deregister_image or self.delete_snapshots or self.terminate_instance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Distribution:
     """Where a job's AMI goes: Image Builder's distribution shape, cut to what this service does."""
 
@@ -115,6 +117,15 @@ class Distribution:
     organization_arns: tuple[str, ...] = ()
     organizational_unit_arns: tuple[str, ...] = ()
     cleanup: Cleanup = Cleanup()
+    # an AMI of volumes under aws/ebs is copied in the source account with this customer-managed key, and
+    # that copy (the intermediate) is shared and copied; None: such a job fails (AWS_MANAGED_KEY)
+    reencrypt_key_id: str | None = None
+
+    def __repr__(self) -> str:
+        # the fingerprint (every job ID) is this repr: without re-encryption it is the one it always was
+        text = (f"Distribution(targets={self.targets!r}, organization_arns={self.organization_arns!r}, "
+                f"organizational_unit_arns={self.organizational_unit_arns!r}, cleanup={self.cleanup!r}")
+        return text + (f", reencrypt_key_id={self.reencrypt_key_id!r})" if self.reencrypt_key_id else ")")
 
     @property
     def share_accounts(self) -> tuple[str, ...]:
@@ -201,6 +212,9 @@ class Job:
     retries: int = 0  # operator retries (automation/operations.py)
     copy_attempts_granted: int = 0  # extra CopyImage attempts per target, granted by an operator's retry
     announce_pending: bool = False  # terminal, and its events not yet put (service.py: the announcement)
+    needs_reencrypt: bool = False  # a volume is under aws/ebs: its AMI is re-encrypted before it is shared
+    reencrypted_image_id: str | None = None  # the intermediate: shared and copied, removed once the copies are made
+    reencrypted_snapshot_ids: list[str] = field(default_factory=list)
 
     @staticmethod
     def make_id(instance_id: str, distribution: Distribution) -> str:
@@ -221,6 +235,15 @@ class Job:
         if self.source_image_id:
             tags["ami-distributor:source-image-id"] = self.source_image_id
         return tags
+
+    @property
+    def shared_image_id(self) -> str | None:
+        """The AMI the targets get: the re-encrypted intermediate when there is one, else the source AMI."""
+        return self.reencrypted_image_id or self.source_image_id
+
+    @property
+    def shared_snapshot_ids(self) -> list[str]:
+        return self.reencrypted_snapshot_ids if self.reencrypted_image_id else self.snapshot_ids
 
     def copy_for(self, target: Target) -> TargetCopy:
         return self.copies.setdefault(target.key, TargetCopy(target.account_id, target.region))
@@ -271,6 +294,7 @@ class Job:
             organization_arns=tuple(spec.get("organization_arns", ())),
             organizational_unit_arns=tuple(spec.get("organizational_unit_arns", ())),
             cleanup=Cleanup(**spec.get("cleanup", {})),
+            reencrypt_key_id=spec.get("reencrypt_key_id"),
         )
         values["stage"] = Stage(values["stage"])
         values["status"] = Status(values["status"])

@@ -59,6 +59,8 @@ def test_function_policy_allows_exactly_the_calls_it_makes(stage_name, function)
     expected = {deployment.IAM_ACTION.get(c, c) for c in calls} | set(deployment.LOG_ACTIONS)
     if calls & set(deployment.TAG_ON_CREATE):
         expected.add("ec2:CreateTags")  # tag-on-create is authorized as CreateTags
+    if "ec2:CopyImage" in calls:  # a copy in the source account uses its keys through EC2
+        expected |= set(deployment.KMS_FOR_SOURCE_COPY)
     if function == deployment.CONSUMER:
         expected |= set(deployment.CONSUMER_ACTIONS)
     assert actions(document) == expected
@@ -69,7 +71,10 @@ def test_function_policy_allows_exactly_the_calls_it_makes(stage_name, function)
             assert statement["Action"] == ["sts:AssumeRole"]
             assert statement["Resource"] == [f"arn:aws:iam::{a}:role/{stage.role_name}" for a in stage.target_accounts]
         if "ec2:CreateTags" in statement["Action"]:  # only while creating an image, never on its own
-            assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateImage"}}
+            creating = sorted(deployment.TAG_ON_CREATE[c] for c in calls if c in deployment.TAG_ON_CREATE)
+            assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": creating}}
+        if set(statement["Action"]) & set(deployment.KMS_FOR_SOURCE_COPY) - {"kms:DescribeKey"}:
+            assert statement["Condition"] == {"StringEquals": {"kms:ViaService": f"ec2.{stage.region}.amazonaws.com"}}
         if statement["Resource"] == ["*"]:  # only calls that have no resource-level permissions
             known = iam_actions_known_to_aws()
             for action in statement["Action"]:

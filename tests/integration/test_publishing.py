@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from automation.provision import seed_servers
+from automation.provision import SOURCE_KEY_ALIAS, key, seed_servers
+from automation.sandbox import SOURCE_ACCOUNT
 from automation.sandbox.mgn import MgnService
 from tests.integration.conftest import TARGET_A, TARGET_B, distribution, target
 from tests.integration.faults import crash_after
@@ -219,3 +220,47 @@ def test_without_an_event_bus_no_event_is_put(start_wave, sandbox):
     wave.run()
     assert [j["status"] for j in wave.jobs()] == ["DONE"]
     assert received(sandbox, downstream) == [] and sandbox.api_calls["events:PutEvents"] == 0
+
+
+def aws_managed_server(sandbox) -> str:
+    return sandbox.extension(MgnService).add_source_server(
+        "111111111111", "us-east-1", "legacy.corp.example",
+        [{"device": "/dev/sda1", "size_gib": 20, "kms_key_id": "aws/ebs"},
+         {"device": "/dev/sdf", "size_gib": 50, "kms_key_id": "aws/ebs"}])
+
+
+def test_reencrypt_source_shares_a_customer_key_copy_of_an_aws_managed_ami_then_removes_it(start_wave, sandbox):
+    from tests.integration.checks import assert_copies_owned_and_encrypted, source_images
+
+    spec = distribution(target(*TARGET_A), target(*TARGET_B), cleanup=False)
+    # the stage's customer-managed source key (provisioned with a policy that lets the targets use it)
+    spec["reencryptSource"] = {"kmsKeyId": key(sandbox, SOURCE_ACCOUNT, "us-east-1", SOURCE_KEY_ALIAS)}
+    wave = start_wave(spec)
+    sandbox.client("mgn").start_cutover(sourceServerIDs=[aws_managed_server(sandbox)])
+    wave.run()
+    [job] = wave.jobs()
+    assert job["status"] == "DONE", (job["reason"], job["last_error"])
+    assert [t["stage"] for t in job["history"]][:6] == ["CREATE_IMAGE", "WAIT_IMAGE", "REENCRYPT", "WAIT_REENCRYPT",
+                                                       "SHARE", "COPY"]
+    assert_copies_owned_and_encrypted(wave, [job], [TARGET_A, TARGET_B])
+    ec2 = sandbox.client("ec2")
+    # the intermediate and its snapshots are gone; the aws/ebs source AMI stays (cleanup is off)
+    assert [i["ImageId"] for i in source_images(wave)] == [job["source_image_id"]]
+    own_snapshots = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert job["reencrypted_snapshot_ids"] and not own_snapshots & set(job["reencrypted_snapshot_ids"])
+    assert set(job["snapshot_ids"]) <= own_snapshots
+    # what the targets copied was the re-encrypted intermediate
+    copy = sandbox.client("ec2", account_id=TARGET_A[0], region=TARGET_A[1]).describe_images(
+        ImageIds=[job["copies"]["222222222222/us-east-1"]["image_id"]])["Images"][0]
+    assert tags_of(copy["Tags"])["ami-distributor:source-image-id"] == job["source_image_id"]
+    assert sandbox.api_calls["ec2:CopyImage"] == 3  # one in the source account, one per target
+
+
+def test_without_reencrypt_source_an_aws_managed_ami_fails_naming_the_setting(start_wave, sandbox):
+    wave = start_wave()
+    sandbox.client("mgn").start_cutover(sourceServerIDs=[aws_managed_server(sandbox)])
+    wave.run()
+    [job] = wave.jobs()
+    assert (job["status"], job["reason"]) == ("FAILED", "AWS_MANAGED_KEY")
+    assert "DISTRIBUTION.reencryptSource" in job["last_error"]["message"]
+    assert sandbox.api_calls["ec2:CreateImage"] == 0 and sandbox.api_calls["ec2:CopyImage"] == 0

@@ -105,3 +105,20 @@ def test_event_bus_must_be_a_bus_name_or_arn():
     assert load(env()).event_bus == ""
     with pytest.raises(ConfigError, match="EVENT_BUS_NAME"):
         load(env(EVENT_BUS_NAME="arn:aws:sqs:us-east-1:111111111111:q"))
+
+
+def test_reencrypt_source_needs_a_source_key_and_copies_only():
+    key = "arn:aws:kms:us-east-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    spec = {"accountId": "222222222222", "region": "us-east-1", "kmsKeyId": "arn:aws:kms:us-east-1:222222222222:alias/k"}
+    ok = load(env(DISTRIBUTION=json.dumps({"targets": [spec], "reencryptSource": {"kmsKeyId": key}})))
+    assert ok.distribution.reencrypt_key_id == key
+    for extra, problem in (({"reencryptSource": {"kmsKeyId": key.replace("111111111111", "999999999999")}},
+                            "key of the source account"),
+                           ({"reencryptSource": {"kmsKeyId": "arn:aws:kms:us-east-1:111111111111:alias/aws/ebs"}},
+                            "customer-managed KMS key ARN"),
+                           ({"reencryptSource": {"kmsKeyId": key},
+                             "organizationArns": ["arn:aws:organizations::111111111111:organization/o-abcdefghij"]},
+                            "cannot go with share-only targets")):
+        with pytest.raises(ConfigError, match="reencryptSource") as refused:
+            load(env(DISTRIBUTION=json.dumps({"targets": [spec], **extra})))
+        assert problem in str(refused.value)
