@@ -23,8 +23,9 @@ from automation.stages import function_environment
 from automation.wave import Wave
 
 DEMO_TIME_SCALE = 0.001  # a 100 GiB server: ~12 min of CreateImage becomes ~0.7 s, a ~25 min copy ~1.5 s
-STAGES = ["WAIT_LAUNCH", "CREATE_IMAGE", "WAIT_IMAGE", "SHARE", "COPY", "WAIT_COPY", "CLEANUP"]
+STAGES = ["WAIT_LAUNCH", "CREATE_IMAGE", "WAIT_IMAGE", "REENCRYPT", "WAIT_REENCRYPT", "SHARE", "COPY", "WAIT_COPY", "PUBLISH", "CLEANUP"]
 CONTROL_PLANE = ("ec2", "sts", "kms", "mgn", "ssm", "events")
+DOWNSTREAM_QUEUE = "ami-distributor-demo-downstream"
 
 
 @dataclass
@@ -37,13 +38,49 @@ def demo_settings() -> SandboxSettings:
     return SandboxSettings(durations=DurationModel(time_scale=DEMO_TIME_SCALE))
 
 
+def demo_environment() -> dict[str, str]:
+    """The `local` stage with publishing and events on: each copy is named in an SSM parameter of its target
+    (the default pattern), and every job and the wave are announced on the source account's default bus."""
+    env = function_environment("local")
+    distribution = json.loads(env["DISTRIBUTION"])
+    for target in distribution["targets"]:
+        target["publish"] = True
+    env.update(DISTRIBUTION=json.dumps(distribution), EVENT_BUS_NAME="default", STAGE_NAME="local")
+    return {**env, **demo_settings().durations.handler_expectations()}
+
+
+def _subscribe(sandbox: Sandbox, region: str) -> str:
+    """A downstream pipeline's queue for the distributor's events (what the demo reports it received)."""
+    sqs, events = sandbox.client("sqs", region=region), sandbox.client("events", region=region)
+    url = sqs.create_queue(QueueName=DOWNSTREAM_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=DOWNSTREAM_QUEUE, EventPattern=json.dumps(
+        {"source": ["ami-distributor"], "detail-type": [{"prefix": "AMI Distribution "}]}))
+    events.put_targets(Rule=DOWNSTREAM_QUEUE, Targets=[{"Id": "queue", "Arn": arn}])
+    return url
+
+
+def _received(sandbox: Sandbox, region: str, url: str) -> list[dict]:
+    sqs, found = sandbox.client("sqs", region=region), []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            body = json.loads(message["Body"])
+            found.append({"detail-type": body["detail-type"], **{k: body["detail"].get(k) for k in (
+                "eventId", "jobId", "wave", "status", "reason", "counts", "report") if k in body["detail"]}})
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def run_demo(servers: int, endpoint_url: str | None, console: Console, live: bool) -> DemoResult:
     started = time.monotonic()
     own_sandbox = endpoint_url is None
     sandbox = (Sandbox(clock=RealClock(), settings=demo_settings(), seed=1).start("http") if own_sandbox
                else Sandbox.remote(endpoint_url))
     try:
-        stage = provision(sandbox, {**function_environment("local"), **demo_settings().durations.handler_expectations()})
+        stage = provision(sandbox, demo_environment())
+        downstream = _subscribe(sandbox, stage.region)
         wave = Wave(sandbox, stage, LocalLambda(sandbox, stage))
         if own_sandbox:
             source_servers = seed_servers(sandbox, servers, stage.region, stage.source_key_arn)
@@ -57,7 +94,9 @@ def run_demo(servers: int, endpoint_url: str | None, console: Console, live: boo
         _run_with_progress(wave, mgn_job, len(source_servers), console, live)
         jobs = wave.jobs()
         summary = _summary(wave, jobs, len(source_servers), sandbox, time.monotonic() - started)
-        return DemoResult(summary, summary["done"] == len(source_servers) == len(jobs))
+        summary["events"] = _received(sandbox, stage.region, downstream)
+        announced = sum(e["detail-type"] == "AMI Distribution Wave Completed" for e in summary["events"])
+        return DemoResult(summary, summary["done"] == len(source_servers) == len(jobs) and announced >= 1)
     finally:
         if own_sandbox:
             sandbox.stop()
@@ -124,7 +163,7 @@ def _summary(wave: Wave, jobs: list[dict], servers: int, sandbox: Sandbox, wall_
             "source_server_id": j["source_server_id"], "instance_id": j["instance_id"],
             "source_image_id": j["source_image_id"], "status": j["status"], "reason": j["reason"],
             "targets": [{"account": c["account_id"], "region": c["region"], "image_id": c["image_id"],
-                         "state": c["state"]} for c in j["copies"].values()],
+                         "state": c["state"], "parameter": c.get("parameter_name")} for c in j["copies"].values()],
         } for j in jobs],
         "api_calls": dict(sorted((k, v) for k, v in calls.items() if k.split(":")[0] in CONTROL_PLANE)),
         "sqs_requests": sum(v for k, v in calls.items() if k.startswith("sqs:")),
@@ -148,6 +187,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
     per_ami = {k: round(v / done, 2) for k, v in summary["api_calls"].items()}
     console.print(f"{summary['done']}/{summary['servers']} DONE in {summary['wall_s']} s; "
                   f"API calls per AMI {per_ami}; invocations {summary['invocations']}")
+    kinds = Counter(e["detail-type"] for e in summary.get("events", []))
+    console.print(f"events received downstream: {dict(kinds)}")
 
 
 def to_json(result: DemoResult) -> str:

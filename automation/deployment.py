@@ -52,19 +52,32 @@ FUNCTION_CALLS: dict[str, tuple[str, ...]] = {
         "ec2:CreateImage", "ec2:DescribeImages",
         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "sts:AssumeRole",
         "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:TerminateInstances",
+        "dynamodb:Query", "events:PutEvents",  # the announcement: a wave's jobs by its index, the events
+        "ec2:CopyImage",  # reencryptSource: an aws/ebs AMI copied in the source account with a customer-managed key
     ),
 }
 # on_ami_event wakes the job waiting on the image and takes its step there (service.Advancer.wake)
 FUNCTION_CALLS["on_ami_event"] = tuple(sorted(set(FUNCTION_CALLS["advance_jobs"]) | {"dynamodb:Query"}))
-# Made with the target role's credentials: templates/target-account-role.yaml grants these.
-TARGET_ROLE_CALLS = ("ec2:CopyImage", "ec2:DescribeImages", "ec2:DeregisterImage")
+# Made with the target role's credentials: templates/target-account-role.yaml grants these, the publishing
+# ones only when the StackSet's parameter for them is true (a target that does not publish is not granted them).
+TARGET_ROLE_OPTIONAL_CALLS: dict[str, tuple[str, ...]] = {
+    "PublishParameters": ("ssm:PutParameter", "ssm:AddTagsToResource"),
+    "UpdateLaunchTemplates": ("ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"),
+    "ProtectCopies": ("ec2:EnableImageDeregistrationProtection",),
+}
+TARGET_ROLE_CALLS = ("ec2:CopyImage", "ec2:DescribeImages", "ec2:DeregisterImage",
+                     *(call for calls in TARGET_ROLE_OPTIONAL_CALLS.values() for call in calls))
 # What Lambda itself calls with the function's role.
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
 CONSUMER_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 # API operations authorized under another IAM action name
 IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
 # Tagging on create (TagSpecifications) is authorized as ec2:CreateTags for that create action.
-TAG_ON_CREATE = {"ec2:CreateImage": "CreateImage"}
+TAG_ON_CREATE = {"ec2:CreateImage": "CreateImage", "ec2:CopyImage": "CopyImage"}
+# A copy in the source account (reencryptSource) decrypts and re-encrypts through EC2 with the caller's rights
+# on the source account's keys ("Amazon EBS encryption", KMS permissions for CopyImage / CopySnapshot).
+KMS_FOR_SOURCE_COPY = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt",
+                       "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom", "kms:ReEncryptTo")
 OWN_RESOURCE_TAG = "ami-distributor:job-id"  # every image and snapshot we make carries it (provenance tags)
 
 P, R, A = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
@@ -87,6 +100,7 @@ class StageSpec:
     max_concurrency: int
     role_name: str
     target_accounts: tuple[str, ...]
+    event_bus: str = "default"  # EVENT_BUS_NAME; the policy names the default bus when events are off
 
     @classmethod
     def load(cls, name: str) -> "StageSpec":
@@ -108,6 +122,7 @@ class StageSpec:
             max_concurrency=int(env.get("CONSUMER_MAX_CONCURRENCY", "20")),
             role_name=env["CROSS_ACCOUNT_ROLE_NAME"],
             target_accounts=tuple(sorted({str(t["accountId"]) for t in targets if t.get("copy", True)})),
+            event_bus=env.get("EVENT_BUS_NAME") or "default",
         )
 
     @property
@@ -155,17 +170,24 @@ def _statement_of(call: str, stage: StageSpec) -> tuple[str, list[str], dict | N
         "kms:GetKeyPolicy": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "kms:ListGrants": ("SourceAccountKeys", [f"arn:{P}:kms:{R}:{A}:key/*"], None),
         "ec2:CreateImage": ("CreateImage", [instance, image, snapshot], None),
+        "ec2:CopyImage": ("CopyImageInSource", [image, snapshot], None),
         "ec2:ModifyImageAttribute": ("OwnImages", [image], ours),
         "ec2:DeregisterImage": ("OwnImages", [image], ours),
         "ec2:ModifySnapshotAttribute": ("ShareOwnSnapshotsWithAccounts", [snapshot], ours_to_accounts),
         "ec2:DeleteSnapshot": ("OwnSnapshots", [snapshot], ours),
         "ec2:TerminateInstances": ("TerminateSourceInstances", [instance], None),
+        # only the service's own events, on the stage's bus
+        "events:PutEvents": ("PutDistributionEvents", [_event_bus_arn(stage)], {"StringEquals": {"events:source": "ami-distributor"}}),
         "sts:AssumeRole": ("AssumeTargetRoles",
                            [f"arn:{P}:iam::{account}:role/{stage.role_name}" for account in stage.target_accounts], None),
     }
     if call not in table_of:
         raise DeployError(f"no IAM mapping for {call}: add it to automation/deployment.py _statement_of")
     return table_of[call]
+
+
+def _event_bus_arn(stage: StageSpec) -> str:
+    return stage.event_bus if stage.event_bus.startswith("arn:") else f"arn:{P}:events:{R}:{A}:event-bus/{stage.event_bus}"
 
 
 def policy_document(stage: StageSpec, function: str | None, *, cloudformation: bool = False) -> dict:
@@ -179,16 +201,23 @@ def policy_document(stage: StageSpec, function: str | None, *, cloudformation: b
         sid, resources, condition = _statement_of(call, stage)
         groups.setdefault((sid, tuple(resources), json.dumps(condition, sort_keys=True)), []).append(
             IAM_ACTION.get(call, call))
-        if call in TAG_ON_CREATE:
-            key = ("TagOnCreate", tuple(r for r in resources if "instance/" not in r),
-                   json.dumps({"StringEquals": {"ec2:CreateAction": TAG_ON_CREATE[call]}}))
-            groups.setdefault(key, []).append("ec2:CreateTags")
+        if call == "ec2:CopyImage":
+            key = ("KeysForSourceCopies", (f"arn:{P}:kms:{R}:{A}:key/*",),
+                   json.dumps({"StringEquals": {"kms:ViaService": f"ec2.{R}.amazonaws.com"}}))
+            groups.setdefault(key, []).extend(KMS_FOR_SOURCE_COPY)
+    creating = sorted(TAG_ON_CREATE[c] for c in (FUNCTION_CALLS[function] if function else ()) if c in TAG_ON_CREATE)
+    if creating:  # one statement: tagging only while creating one of these, never on its own
+        key = ("TagOnCreate", (f"arn:{P}:ec2:{R}::image/*", f"arn:{P}:ec2:{R}::snapshot/*"),
+               json.dumps({"StringEquals": {"ec2:CreateAction": creating[0] if len(creating) == 1 else creating}}))
+        groups[key] = ["ec2:CreateTags"]
     statements = []
     for (sid, resources, condition), actions in groups.items():
         statement = {"Sid": sid, "Effect": "Allow", "Action": sorted(set(actions)),
                      "Resource": [_arn(r, stage, cloudformation) for r in resources]}
         if condition != "null":
-            statement["Condition"] = json.loads(condition)
+            statement["Condition"] = {operator: {key: _arn(value, stage, cloudformation) if isinstance(value, str) else value
+                                                 for key, value in tests.items()}
+                                      for operator, tests in json.loads(condition).items()}
         statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}
 

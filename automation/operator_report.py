@@ -15,8 +15,8 @@ from chalicelib.domain.operations import stage_durations
 BANDS = [Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value] + [
     s.value for s in Stage if s is not Stage.DONE]
 COLOURS = {"DONE": "#2e7d32", "FAILED": "#c62828", "CANCELLED": "#757575", "WAIT_LAUNCH": "#6a1b9a",
-           "CREATE_IMAGE": "#1565c0", "WAIT_IMAGE": "#42a5f5", "SHARE": "#00838f", "COPY": "#ef6c00",
-           "WAIT_COPY": "#ffb74d", "CLEANUP": "#8d6e63"}
+           "CREATE_IMAGE": "#1565c0", "WAIT_IMAGE": "#42a5f5", "REENCRYPT": "#5c6bc0", "WAIT_REENCRYPT": "#9fa8da", "SHARE": "#00838f", "COPY": "#ef6c00",
+           "WAIT_COPY": "#ffb74d", "PUBLISH": "#9e9d24", "CLEANUP": "#8d6e63"}
 CHART_W, CHART_H, MARGIN, SAMPLES = 900, 260, 40, 200
 
 

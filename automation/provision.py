@@ -134,6 +134,9 @@ def _prepare_source_encryption(sandbox: Sandbox, region: str, source_key: str, t
 TARGET_ROLE_POLICY = {"Version": "2012-10-17", "Statement": [
     {"Sid": "CopyIntoThisAccount", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags"], "Resource": "*"},
     {"Sid": "ReadImages", "Effect": "Allow", "Action": ["ec2:DescribeImages", "ec2:DeregisterImage"], "Resource": "*"},
+    {"Sid": "Publish", "Effect": "Allow", "Action": ["ssm:PutParameter", "ssm:AddTagsToResource",
+                                                     "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate",
+                                                     "ec2:EnableImageDeregistrationProtection"], "Resource": "*"},
     {"Sid": "UseKeys", "Effect": "Allow", "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey",
                                                      "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"],
      "Resource": "*"}]}

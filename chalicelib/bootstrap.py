@@ -15,6 +15,7 @@ from . import config
 from .adapters.aws import client
 from .adapters.ec2 import Ec2Images
 from .adapters.copy_slots import DynamoCopySlots
+from .adapters.event_bus import EventBus
 from .adapters.job_store import DynamoJobStore
 from .adapters.mgn import MgnLaunches
 from .adapters.queue import JobQueue
@@ -24,7 +25,8 @@ from .service import Advancer, Intake, Ports, Waker
 _ENV_KEYS = ("JOBS_TABLE", "JOBS_QUEUE_URL", "JOBS_QUEUE_ARN", "DISTRIBUTION", "CROSS_ACCOUNT_ROLE_NAME",
              "CROSS_ACCOUNT_EXTERNAL_ID", "LAUNCH_TYPES", "WAIT_FOR_POST_LAUNCH_ACTIONS", "POLL_MIN_SECONDS",
              "POLL_MAX_SECONDS", "POLL_GRID_SECONDS", "EXPECTED_CREATE_SECONDS", "EXPECTED_COPY_SECONDS",
-             "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "MAX_COPY_ATTEMPTS", "MAX_STAGE_ATTEMPTS", "JOB_TTL_DAYS", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+             "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "MAX_COPY_ATTEMPTS", "MAX_STAGE_ATTEMPTS", "JOB_TTL_DAYS",
+             "EVENT_BUS_NAME", "STAGE_NAME", "AWS_LAMBDA_FUNCTION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
              "AWS_ENDPOINT_URL", "AWS_MAX_ATTEMPTS")
 
 
@@ -63,6 +65,7 @@ def build(settings: config.Settings) -> Container:
         source_ec2=Ec2Images(client("ec2"), client("kms")),
         targets=CrossAccountSessions(client("sts"), settings.role_name, settings.external_id, now),
         mgn=MgnLaunches(client("mgn")),
+        events=EventBus(client("events"), settings.event_bus),
         now=now,
         draw=draw,
     )

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from .domain.backoff import Backoff
-from .domain.model import Cleanup, Distribution, Target
+from .domain import publishing
+from .domain.model import DEFAULT_PARAMETER_PATTERN, Cleanup, Distribution, Target
 from .domain.polling import Expected, PollPlan
 
 DEFAULT_POLL_MIN_S = 30  # the shortest wait between two looks at an image
@@ -24,6 +25,15 @@ KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+
 QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:\d{12}:[\w-]{1,80}(\.fifo)?$")
 ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 LAUNCH_TYPES = {"CUTOVER", "TEST"}
+EVENT_BUS = re.compile(r"^([A-Za-z0-9._\-/]{1,256}|arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9._\-/]{1,256})$")
+# CreateLaunchTemplate: "LaunchTemplateName: 3-128 characters, letters, numbers and ( ) . / _" (EC2 API Reference)
+LAUNCH_TEMPLATE_NAME = re.compile(r"^[a-zA-Z0-9().\-/_]{3,128}$")
+# CopyImage SnapshotCopyCompletionDurationMinutes: a time-based copy, "in 15 minute increments" (EC2 API
+# Reference), from 15 to 2880 minutes (48 hours; "Time-based copies", Amazon EBS User Guide)
+COPY_MINUTES_STEP, COPY_MINUTES_MAX = 15, 2880
+PROTECTION = {"on", "cooldown"}  # EnableImageDeregistrationProtection, WithCooldown false / true
+TAG_KEY = re.compile(r"^(?!aws:)[\w .:/=+\-@]{1,128}$")
+FUNCTION_NAME = re.compile(r"^ami-distributor-(?P<stage>.+)-(advance_jobs|on_ami_event|on_mgn_event)$")  # Chalice's naming
 
 
 class ConfigError(ValueError):
@@ -48,6 +58,8 @@ class Settings:
     max_stage_attempts: int
     job_ttl_days: int
     copy_slots: int  # our copies in flight per destination account and region (0: no admission, EC2 refuses)
+    event_bus: str = ""  # where job and wave events go; empty: none are put
+    stage_name: str | None = None  # named in the events' report location
 
     @property
     def home(self) -> tuple[str, str]:
@@ -88,6 +100,10 @@ def load(env: Mapping[str, str]) -> Settings:
     if role_name and not ROLE_NAME.match(role_name):
         problems.append(f"CROSS_ACCOUNT_ROLE_NAME={role_name!r} is not an IAM role name")
     distribution = _distribution(env.get("DISTRIBUTION", ""), problems)
+    key = distribution.reencrypt_key_id
+    if key and queue_arn.count(":") == 5 and key.split(":")[3:5] != queue_arn.split(":")[3:5]:
+        problems.append(f"DISTRIBUTION.reencryptSource.kmsKeyId must be a key of the source account in the stage's "
+                        f"region ({':'.join(queue_arn.split(':')[3:5])}), not {':'.join(key.split(':')[3:5])}")
     launch_types = frozenset(t.strip().upper() for t in env.get("LAUNCH_TYPES", "CUTOVER").split(",") if t.strip())
     if not launch_types or not launch_types <= LAUNCH_TYPES:
         problems.append(f"LAUNCH_TYPES={env.get('LAUNCH_TYPES')!r}: use CUTOVER and/or TEST")
@@ -119,6 +135,11 @@ def load(env: Mapping[str, str]) -> Settings:
     # EC2's limit on concurrent copies into one destination region is 300 ("Copy an AMI"); set it lower when
     # others copy into the same accounts: a copy past the real limit is refused, and asked again later
     copy_slots = number("COPY_SLOTS_PER_DESTINATION", 300, 0, 10000)
+    event_bus = env.get("EVENT_BUS_NAME", "").strip()
+    if event_bus and not EVENT_BUS.match(event_bus):
+        problems.append(f"EVENT_BUS_NAME={event_bus!r} is not an event bus name or ARN")
+    function = FUNCTION_NAME.match(env.get("AWS_LAMBDA_FUNCTION_NAME", ""))
+    stage_name = env.get("STAGE_NAME") or (function.group("stage") if function else None)
     if problems:
         raise ConfigError("invalid stage configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -129,7 +150,64 @@ def load(env: Mapping[str, str]) -> Settings:
         retry=Backoff(retry_base, retry_max),
         max_copy_attempts=max_copy_attempts, max_stage_attempts=max_stage_attempts, job_ttl_days=ttl_days,
         copy_slots=copy_slots,
+        event_bus=event_bus, stage_name=stage_name,
     )
+
+
+def _publishing(target: Target, item: dict, where: str, problems: list[str]) -> Target:
+    """A target's publishing options: `publish` (an SSM parameter, a launch template, tags), `copyMinutes`
+    (a time-based copy) and `deregistrationProtection`. Each needs the copy: a shared-only target has none."""
+    spec = item.get("publish")
+    minutes, protection = item.get("copyMinutes"), item.get("deregistrationProtection")
+    options = {}
+    if (spec or minutes or protection) and not target.copy:
+        problems.append(f"{where}: publish, copyMinutes and deregistrationProtection need a copy (copy is false)")
+        return target
+    if spec is True:
+        spec = {}
+    if spec is not None and spec is not False:
+        if not isinstance(spec, dict):
+            problems.append(f"{where}.publish must be true or an object")
+            spec = {}
+        unknown = sorted(set(spec) - {"ssmParameter", "launchTemplateName", "tags"})
+        if unknown:
+            problems.append(f"{where}.publish: unknown setting(s) {unknown}")
+        pattern = spec.get("ssmParameter", DEFAULT_PARAMETER_PATTERN)
+        if pattern is not None and pattern is not False:
+            try:
+                publishing.check_parameter_pattern(str(pattern))
+                options["parameter_pattern"] = str(pattern)
+            except publishing.PatternError as error:
+                problems.append(f"{where}.publish.ssmParameter: {error}")
+        template = spec.get("launchTemplateName")
+        if template is not None:
+            if isinstance(template, str) and LAUNCH_TEMPLATE_NAME.match(template):
+                options["launch_template"] = template
+            else:
+                problems.append(f"{where}.publish.launchTemplateName={template!r} is not a launch template name")
+        tags = spec.get("tags") or {}
+        if not isinstance(tags, dict) or not all(isinstance(k, str) and TAG_KEY.match(k) and isinstance(v, str)
+                                                  and len(v) <= 256 for k, v in tags.items()):
+            problems.append(f"{where}.publish.tags must map tag keys (not aws:) to values of 256 characters at most")
+        elif any(k.startswith("ami-distributor:") for k in tags):
+            problems.append(f"{where}.publish.tags: ami-distributor:* tags are the service's own (provenance)")
+        else:
+            options["tags"] = tuple(sorted(tags.items()))
+    if minutes is not None:
+        if (isinstance(minutes, bool) or not isinstance(minutes, int) or not COPY_MINUTES_STEP <= minutes <= COPY_MINUTES_MAX
+                or minutes % COPY_MINUTES_STEP):
+            problems.append(f"{where}.copyMinutes={minutes!r}: a time-based copy takes {COPY_MINUTES_STEP} to "
+                            f"{COPY_MINUTES_MAX} minutes, in steps of {COPY_MINUTES_STEP}")
+        else:
+            options["copy_minutes"] = minutes
+    if protection is not None and protection is not False:
+        if protection is True:
+            protection = "on"
+        if protection not in PROTECTION:
+            problems.append(f"{where}.deregistrationProtection={protection!r}: use true, \"on\" or \"cooldown\"")
+        else:
+            options["protection"] = protection
+    return replace(target, **options)
 
 
 def _distribution(raw: str, problems: list[str]) -> Distribution:
@@ -160,7 +238,7 @@ def _distribution(raw: str, problems: list[str]) -> Distribution:
             problems.append(f"{where}.kmsKeyId must be the target's KMS key ARN (a copy is re-encrypted with it)")
         if isinstance(key, str) and KMS_KEY.match(key) and (key.split(":")[4] != account or key.split(":")[3] != region):
             problems.append(f"{where}.kmsKeyId must be a key of account {account} in {region}")
-        targets.append(Target(account, region, key, bool(copy)))
+        targets.append(_publishing(Target(account, region, key, bool(copy)), item, where, problems))
     if not targets:
         problems.append("DISTRIBUTION.targets must name at least one target account and region")
     keys = [t.key for t in targets]
@@ -179,8 +257,25 @@ def _distribution(raw: str, problems: list[str]) -> Distribution:
         terminate_instance=bool(cleanup_spec.get("terminateInstance", False)),
     )
     shared_only = [t.key for t in targets if not t.copy]
+    reencrypt_key = _reencrypt_key(spec.get("reencryptSource"), problems)
+    if reencrypt_key and (shared_only or orgs or units):
+        problems.append("DISTRIBUTION.reencryptSource removes the re-encrypted AMI once the copies are made: "
+                        "it cannot go with share-only targets, organizationArns or organizationalUnitArns")
     if cleanup.any and shared_only:
         problems.append(f"DISTRIBUTION.cleanup would remove the AMI shared with {shared_only} (they get no copy)")
     if cleanup.delete_snapshots and not cleanup.deregister_image:
         problems.append("DISTRIBUTION.cleanup.deleteSnapshots needs deregisterImage (a registered AMI keeps its snapshots in use)")
-    return Distribution(tuple(targets), orgs, units, cleanup)
+    return Distribution(tuple(targets), orgs, units, cleanup, reencrypt_key)
+
+
+def _reencrypt_key(spec: object, problems: list[str]) -> str | None:
+    """`reencryptSource: {"kmsKeyId": ARN}`: the source account's customer-managed key an aws/ebs AMI is re-encrypted
+    with (the targets must be allowed to use it, as for the MGN launch key: source-key.yaml)."""
+    if spec is None or spec is False:
+        return None
+    key = spec.get("kmsKeyId") if isinstance(spec, dict) else None
+    if not (isinstance(key, str) and KMS_KEY.match(key)) or ":alias/" in key:
+        problems.append("DISTRIBUTION.reencryptSource.kmsKeyId must be a customer-managed KMS key ARN (key/...) "
+                        "of the source account in the stage's region")
+        return None
+    return key

@@ -32,12 +32,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from .adapters.copy_slots import DynamoCopySlots
 from .adapters.ec2 import Ec2Images, Image
+from .adapters.event_bus import EventBus
 from .adapters.job_store import DynamoJobStore, JobExists, StaleJob
 from .adapters.mgn import MgnLaunches
+from .adapters.publishing import TargetPublisher
 from .adapters.queue import JobQueue
 from .adapters.sessions import CrossAccountSessions
 from .config import Settings
-from .domain import key_policy
+from .domain import key_policy, publishing
 from .domain.backoff import SQS_MAX_DELAY_S
 from .domain.errors import AwsError, Kind
 from .domain.model import Distribution, Job, Reason, Stage, Status, Target, TargetCopy
@@ -69,6 +71,7 @@ class Ports:
     source_ec2: Ec2Images
     targets: CrossAccountSessions
     mgn: MgnLaunches
+    events: EventBus
     now: Callable[[], float]
     draw: Callable[[], float]  # uniform [0, 1): backoff jitter
 
@@ -185,7 +188,7 @@ def narrow(settings: Settings, spec: dict | None) -> Distribution:
     if not targets and not spec.get("organizationArns") and not spec.get("organizationalUnitArns"):
         raise InvalidEvent("distribution names no target")
     return Distribution(tuple(targets), tuple(spec.get("organizationArns") or ()),
-                        tuple(spec.get("organizationalUnitArns") or ()), allowed.cleanup)
+                        tuple(spec.get("organizationalUnitArns") or ()), allowed.cleanup, allowed.reencrypt_key_id)
 
 
 class Advancer:
@@ -199,9 +202,12 @@ class Advancer:
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
             Stage.WAIT_IMAGE: self._wait_image,
+            Stage.REENCRYPT: self._reencrypt,
+            Stage.WAIT_REENCRYPT: self._wait_reencrypt,
             Stage.SHARE: self._share,
             Stage.COPY: self._copy,
             Stage.WAIT_COPY: self._wait_copy,
+            Stage.PUBLISH: self._publish,
             Stage.CLEANUP: self._cleanup,
         }
 
@@ -211,12 +217,14 @@ class Advancer:
         job = self._read.pop(message.job_id, None) or self.ports.store.get(message.job_id)
         if job is None:
             raise EarlyMessage(f"job {message.job_id} does not exist (yet)")
-        if job.status.terminal:
+        if job.status.terminal and not (job.announce_pending and message.version >= job.version):
             return f"dropped: job is {job.status.value}"
         if message.version > job.version:
             raise EarlyMessage(f"message for version {message.version}, job is at {job.version}")
         if message.version < job.version or message.token != job.token:
             return "dropped: stale message"
+        if job.status.terminal:
+            return self._announce(job, delivery_id)
         now = self.ports.now()
         if _not_yet_due(job, now):
             # SQS delays a message 900 s at most: a longer wait goes on as a hop, the same message again,
@@ -297,11 +305,15 @@ class Advancer:
         job.version += 1
         job.token = new_token(job.job_id, job.version, delivery_id)
         job.updated_at = self.ports.now()
+        # a job that ends with events on keeps one message: the announcement (_announce), sent now
+        job.announce_pending = job.status in (Status.DONE, Status.FAILED) and self.ports.events.enabled
         if delay is not None:
             job.next_wake_at = job.updated_at + delay
             send_at = self.settings.poll.hop(job.updated_at, job.next_wake_at)
             self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token),
                                     sqs_delay(send_at - job.updated_at))])
+        elif job.announce_pending:
+            self.ports.queue.send([(JobMessage(job.job_id, job.version, job.token), 0)])
         try:
             self.ports.store.save(job, read_version)
         except StaleJob:
@@ -376,15 +388,19 @@ class Advancer:
                 job.fail(Reason.INSTANCE_NOT_FOUND, error.code, f"instance {job.instance_id} no longer exists", now)
                 return None
             raise
-        for volume in volumes:
-            if volume.encrypted and (volume.kms_key_id is None
-                                     or self.ports.source_ec2.key_manager(volume.kms_key_id) == "AWS"):
-                job.fail(Reason.AWS_MANAGED_KEY, "AwsManagedKey",
-                         f"volume {volume.volume_id} of {job.instance_id} is encrypted with the AWS-managed key "
-                         f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
-                         f"KMS key in the MGN launch settings (EBS encryption) and launch again.", now)
-                return None
-        unusable = self._source_key_problem(job, {v.kms_key_id for v in volumes if v.encrypted})
+        aws_managed = [v for v in volumes if v.encrypted and (
+            v.kms_key_id is None or self.ports.source_ec2.key_manager(v.kms_key_id) == "AWS")]
+        reencrypt_key = job.distribution.reencrypt_key_id
+        if aws_managed and not reencrypt_key:
+            job.fail(Reason.AWS_MANAGED_KEY, "AwsManagedKey",
+                     f"volume {aws_managed[0].volume_id} of {job.instance_id} is encrypted with the AWS-managed key "
+                     f"aws/ebs, whose snapshots AWS cannot share with another account. Set a customer-managed "
+                     f"KMS key in the MGN launch settings (EBS encryption) and launch again, or set "
+                     f"DISTRIBUTION.reencryptSource to re-encrypt its AMI in this account first.", now)
+            return None
+        job.needs_reencrypt = bool(aws_managed)
+        keys = {v.kms_key_id for v in volumes if v.encrypted and v not in aws_managed}
+        unusable = self._source_key_problem(job, keys | ({reencrypt_key} if aws_managed else set()))
         if unusable:
             job.fail(Reason.SOURCE_KEY_UNUSABLE, "SourceKeyUnusable", unusable, now)
             return None
@@ -432,11 +448,39 @@ class Advancer:
         if image.state == "available":
             job.snapshot_ids = list(image.snapshot_ids)
             job.awaited_image_id = None
-            job.move_to(Stage.SHARE, now)
+            job.move_to(Stage.REENCRYPT if job.needs_reencrypt else Stage.SHARE, now)
             return 0
         if image.state in ("pending", "transient"):
             return self._poll_image(job)
         job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}", image.reason or f"source image is {image.state}", now)
+        return None
+
+    def _reencrypt(self, job: Job) -> int | None:
+        """The source AMI has a volume under aws/ebs, which AWS will not share: copy it in this account and region
+        with the customer-managed key (CopyImage re-encrypts every snapshot); that copy is what is shared."""
+        now = self.ports.now()
+        job.reencrypted_image_id = self.ports.source_ec2.copy_image(
+            source_image_id=job.source_image_id, source_region=job.region, name=f"{job.image_name}-cmk",
+            kms_key_id=job.distribution.reencrypt_key_id, client_token=new_token(job.job_id, "reencrypt"),
+            description=f"{job.source_image_id} re-encrypted for sharing by ami-distributor (removed after the copies)",
+            tags=job.provenance_tags)
+        job.awaited_image_id = job.reencrypted_image_id
+        job.move_to(Stage.WAIT_REENCRYPT, now, job.reencrypted_image_id)
+        return self._poll(job, now, self.settings.expected_copy.seconds(job.size_gib))
+
+    def _wait_reencrypt(self, job: Job) -> int | None:
+        image = self.ports.source_ec2.images([job.reencrypted_image_id])[job.reencrypted_image_id]
+        now = self.ports.now()
+        if image.state == "available":
+            job.reencrypted_snapshot_ids = list(image.snapshot_ids)
+            job.awaited_image_id = None
+            job.move_to(Stage.SHARE, now)
+            return 0
+        if image.state in ("pending", "transient"):
+            started = job.history[-1].at if job.history else now
+            return self._poll(job, started, self.settings.expected_copy.seconds(job.size_gib))
+        job.fail(Reason.IMAGE_FAILED, f"Image.{image.state}",
+                 image.reason or f"re-encrypted image {job.reencrypted_image_id} is {image.state}", now)
         return None
 
     def _share(self, job: Job) -> int | None:
@@ -447,10 +491,10 @@ class Advancer:
             job.fail(Reason.NOT_ALLOWED, "NotInAllowList",
                      f"{outside} are no longer in this stage's allow-list: nothing was shared", self.ports.now())
             return None
-        self._once(job, f"share:{job.source_image_id}", lambda: ec2.share_image(
-            job.source_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
+        self._once(job, f"share:{job.shared_image_id}", lambda: ec2.share_image(
+            job.shared_image_id, spec.share_accounts, spec.organization_arns, spec.organizational_unit_arns))
         if spec.share_accounts:
-            for snapshot_id in job.snapshot_ids:
+            for snapshot_id in job.shared_snapshot_ids:
                 self._once(job, f"share:{snapshot_id}", lambda: ec2.share_snapshot(snapshot_id, spec.share_accounts))
         return self._after_targets(job, Stage.COPY if spec.copy_targets else None)
 
@@ -468,10 +512,10 @@ class Advancer:
                 continue  # made by an earlier (throttled) try of this stage
             self._take_copy_slot(job, target)
             copy.image_id = self._target_ec2(job, target).copy_image(
-                source_image_id=job.source_image_id, source_region=job.region, name=job.image_name,
+                source_image_id=job.shared_image_id, source_region=job.region, name=job.image_name,
                 kms_key_id=target.kms_key_id, client_token=job.client_token(target),
                 description=f"Copy of {job.source_image_id} ({job.instance_id}, wave {job.wave}) by ami-distributor",
-                tags=job.provenance_tags,
+                tags=publishing.copy_tags(job, target), completion_minutes=target.copy_minutes,
             )
             copy.state, copy.started_at = "pending", self.ports.now()
         pending = [c for c in job.copies.values() if c.state == "pending"]
@@ -521,7 +565,8 @@ class Advancer:
             job.awaited_image_id = _last_started(pending).image_id
             return self._poll_copies(job, pending)
         job.awaited_image_id = None
-        return self._after_targets(job, None)
+        publishes = any(t.publishes for t in job.distribution.copy_targets)
+        return self._after_targets(job, Stage.PUBLISH if publishes else None)
 
     def _copy_state(self, job: Job, target: Target, image_id: str) -> str:
         if image_id in self._reported:
@@ -533,16 +578,92 @@ class Advancer:
     def _after_targets(self, job: Job, next_stage: Stage | None) -> int | None:
         now = self.ports.now()
         if next_stage is None:
-            next_stage = Stage.CLEANUP if job.distribution.cleanup.any else None
+            next_stage = Stage.CLEANUP if job.distribution.cleanup.any or job.reencrypted_image_id else None
         if next_stage is None:
             job.finish(now)
             return None
         job.move_to(next_stage, now)
         return 0
 
+    def _publish(self, job: Job) -> int | None:
+        """Every copy is available: protect it, make it its launch template's default, name it in an SSM
+        parameter, in each target that asks. Each side effect is done once (a throttled stage resumes) and
+        is idempotent anyway (protection and parameter overwrite, the launch template's ClientToken)."""
+        for target in (t for t in job.distribution.copy_targets if t.publishes):
+            copy = job.copy_for(target)
+            image_id = copy.image_id
+            if target.protection:
+                ec2 = self._target_ec2(job, target)
+                self._once(job, f"protect:{image_id}", lambda: ec2.protect(image_id, target.protection == "cooldown"))
+            if target.launch_template:
+                publisher = self._target_publisher(job, target)
+
+                def new_default() -> None:
+                    copy.launch_template_version = publisher.new_default_version(
+                        target.launch_template, image_id, f"{image_id}: {job.instance_id}, wave {job.wave}",
+                        publishing.client_token(job, target, "launch-template"))
+                self._once(job, f"launch-template:{image_id}", new_default)
+            if target.parameter_pattern:
+                publisher = self._target_publisher(job, target)
+                name = publishing.parameter_name(target, job)
+
+                def put_parameter() -> None:
+                    publisher.put_image_parameter(name, image_id, f"{job.instance_id} (wave {job.wave}) by ami-distributor",
+                                                  publishing.parameter_tags(job, target))
+                    copy.parameter_name = name
+                self._once(job, f"parameter:{image_id}", put_parameter)
+        return self._after_targets(job, None)
+
+    def _announce(self, job: Job, delivery_id: str) -> str:
+        """The job ended (DONE or FAILED) and its events are not yet put: put the job's event, and its wave's
+        when this was the wave's last job, then record them as put. Put before written, like a message:
+        a crash in between puts them again (consumers dedupe on eventId), never loses them."""
+        read_version = job.version
+        report = publishing.report_location(job.wave, self.settings.table_name, self.settings.stage_name)
+        detail_type, detail = publishing.job_event(job, report)
+        entries = [(detail_type, detail, [f"ami-distributor:job/{job.job_id}"])]
+        counts = self._wave_counts(job)
+        if counts is not None:
+            detail_type, detail = publishing.wave_event(job.wave, counts, report)
+            entries.append((detail_type, detail, [f"ami-distributor:wave/{job.wave}"]))
+        self.ports.events.put(entries)
+        job.announce_pending = False
+        job.version += 1
+        job.token = new_token(job.job_id, job.version, delivery_id)
+        try:
+            self.ports.store.save(job, read_version)
+        except StaleJob:
+            return "dropped: lost the race to another consumer"
+        return f"announced {job.status.value}" + (" and its wave" if counts is not None else "")
+
+    def _wave_counts(self, job: Job) -> dict[str, int] | None:
+        """The wave's jobs by status when every one is terminal, else None. Read after this job's terminal state
+        was written, each job the index shows running is read again (the index lags the table): of two jobs
+        ending together, at least one sees the other's end. A wave named by an MGN job is complete only when
+        that job has ended and each instance it launched has its job."""
+        counts: dict[str, int] = defaultdict(int)
+        for job_id, status in self.ports.store.wave_statuses(job.wave):
+            status = job.status.value if job_id == job.job_id else status
+            if status == Status.RUNNING.value:
+                current = self.ports.store.get(job_id)
+                if current is None or not current.status.terminal:
+                    return None
+                status = current.status.value
+            counts[status] += 1
+        if job.mgn_job_id and job.wave == job.mgn_job_id:
+            ended, launched = self.ports.mgn.launched_all(job.mgn_job_id)
+            if not ended or launched > sum(counts.values()):
+                return None
+        return dict(counts)
+
     def _cleanup(self, job: Job) -> int | None:
         # Only reached from WAIT_COPY once every copy was seen available (or with no copies at all).
         cleanup, ec2 = job.distribution.cleanup, self.ports.source_ec2
+        intermediate = job.reencrypted_image_id
+        if intermediate:  # removed whatever the cleanup settings: it exists only to be copied
+            self._once(job, f"deregister:{intermediate}", lambda: ec2.deregister(intermediate))
+            for snapshot_id in job.reencrypted_snapshot_ids:
+                self._once(job, f"delete:{snapshot_id}", lambda: ec2.delete_snapshot(snapshot_id))
         if cleanup.deregister_image:
             self._once(job, f"deregister:{job.source_image_id}", lambda: ec2.deregister(job.source_image_id))
         if cleanup.delete_snapshots:
@@ -555,6 +676,10 @@ class Advancer:
 
     def _target_ec2(self, job: Job, target: Target) -> Ec2Images:
         return Ec2Images(self.ports.targets.ec2(target.account_id, target.region, job.job_id))
+
+    def _target_publisher(self, job: Job, target: Target) -> TargetPublisher:
+        return TargetPublisher(self.ports.targets.ssm(target.account_id, target.region, job.job_id),
+                               self.ports.targets.ec2(target.account_id, target.region, job.job_id))
 
     def _record(self, job: Job) -> None:
         if job.status is Status.DONE:
@@ -587,9 +712,12 @@ _STAGE_FAILURE = {
     Stage.WAIT_LAUNCH: Reason.LAUNCH_NOT_FOUND,
     Stage.CREATE_IMAGE: Reason.IMAGE_FAILED,
     Stage.WAIT_IMAGE: Reason.IMAGE_FAILED,
+    Stage.REENCRYPT: Reason.IMAGE_FAILED,
+    Stage.WAIT_REENCRYPT: Reason.IMAGE_FAILED,
     Stage.SHARE: Reason.SHARE_REFUSED,
     Stage.COPY: Reason.COPY_REFUSED,
     Stage.WAIT_COPY: Reason.COPY_FAILED,
+    Stage.PUBLISH: Reason.PUBLISH_REFUSED,
     Stage.CLEANUP: Reason.CLEANUP_REFUSED,
 }
 

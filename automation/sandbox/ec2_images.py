@@ -19,6 +19,13 @@ so the in-process hook and the HTTP server behave alike. What differs from plain
   source shared from another account, and refuses one whose snapshots the caller cannot read.
 - Snapshots under the AWS managed key (aws/ebs) cannot be shared, as AMI or as snapshot.
 - DescribeSnapshots shows snapshots shared with the caller (RestorableByUserIds, OwnerIds).
+- Time-based copies: CopyImage's SnapshotCopyCompletionDurationMinutes, "in 15 minute increments" (EC2 API
+  Reference, CopyImage), 15 to 2880 (Amazon EBS User Guide, "Time-based copies"), else InvalidParameterValue;
+  such a copy completes within that duration ("Each snapshot associated with the AMI will be completed within
+  the specified completion duration"), scaled like every modelled duration.
+- Deregistration protection: EnableImageDeregistrationProtection (moto has none), shown by DescribeImages'
+  DeregistrationProtection; "When deregistration protection is enabled, the AMI can't be deregistered" (EC2 API
+  Reference): DeregisterImage is refused (the error code here is the sandbox's choice: AWS documents none).
 """
 from __future__ import annotations
 
@@ -71,6 +78,10 @@ _AWS_MANAGED_KEY_MESSAGE = "Snapshots encrypted with the AWS Managed CMK can't b
 # permission to access the storage of this ami", e.g. github.com/clong/DetectionLab/issues/422).
 _NO_STORAGE_ACCESS_CODE = "InvalidRequest"
 _NO_STORAGE_ACCESS_MESSAGE = "You do not have permission to access the storage of this ami"
+COPY_MINUTES_STEP, COPY_MINUTES_MAX = 15, 2880
+PROTECTION_DISABLED = "disabled"
+_PROTECTED_CODE = "OperationNotPermitted"
+_ABSENT = object()  # a patched-in attribute moto does not have: removed again on uninstall
 _EVENT_NAMESPACE = uuid.UUID("6f1c2a40-5d2e-4b8a-9c3e-2a1f0e9d8c7b")  # RequestIds: stable per image
 
 
@@ -123,12 +134,15 @@ class ImageFidelity:
         self._client_tokens: dict[tuple[str, str, str], Ami] = {}
         self._originals: list[tuple[type, str, Any]] = []
         for owner, name, replacement in self._replacements():
-            self._originals.append((owner, name, owner.__dict__[name]))
+            self._originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
             setattr(owner, name, replacement)
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(getattr(self, "_originals", [])):
-            setattr(owner, name, original)
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
         self._originals = []
 
     def handle(self, request: AwsRequest) -> AwsResponse | None:
@@ -157,6 +171,9 @@ class ImageFidelity:
             rate = settings.failures.create_failure_rate
         else:
             seconds = settings.durations.copy_seconds(total_gib, draw)
+            within_minutes = ami.__dict__.get("sandbox_within_minutes")
+            if within_minutes:  # a time-based copy ends within its duration, at the model's time scale
+                seconds = min(seconds, within_minutes * 60 * settings.durations.time_scale)
             rate = settings.failures.copy_failure_rate
         job = ImageJob(ami, kind, _request_id(ami.id, kind), devices,
                        fail_reason=settings.failures.reason if fail_draw < rate else None)
@@ -266,13 +283,19 @@ class ImageFidelity:
                        description: str | None = None, client_token: str | None = None,
                        encrypted: bool = False, kms_key_id: str | None = None,
                        copy_image_tags: bool = False,
-                       tag_specifications: list[dict[str, Any]] | None = None) -> Ami:
+                       tag_specifications: list[dict[str, Any]] | None = None,
+                       completion_minutes: int | None = None) -> Ami:
             caller, region = backend.account_id, backend.region_name
             token = (caller, region, client_token) if client_token else None
             if token in fidelity._client_tokens:
                 return fidelity._client_tokens[token]
             if kms_key_id and not encrypted:
                 raise InvalidParameterDependency("KmsKeyId", "Encrypted")
+            if completion_minutes is not None and not (
+                    COPY_MINUTES_STEP <= completion_minutes <= COPY_MINUTES_MAX and completion_minutes % COPY_MINUTES_STEP == 0):
+                raise EC2ClientError("InvalidParameterValue",
+                                     f"SnapshotCopyCompletionDurationMinutes must be {COPY_MINUTES_STEP} to "
+                                     f"{COPY_MINUTES_MAX}, in increments of {COPY_MINUTES_STEP}")
             source = fidelity._find_image(caller, source_region, source_image_id)
             cross_account = source.owner_id != caller
             source_devices = _devices(source)
@@ -306,7 +329,7 @@ class ImageFidelity:
                     key is not None, key, ami.id, snapshot_tags)
                 devices.append(Device(device.name, snapshot, device.size, device.volume_type,
                                       device.delete_on_termination))
-            _register(fidelity, backend, ami, devices, image_tags, "copy")
+            _register(fidelity, backend, ami, devices, image_tags, "copy", completion_minutes)
             if token:
                 fidelity._client_tokens[token] = ami
             return ami
@@ -342,6 +365,9 @@ class ImageFidelity:
 
         def deregister_image(backend: Any, ami_id: str) -> None:
             ami = fidelity._own_image(backend, ami_id)
+            if ami.__dict__.get("deregistration_protection", PROTECTION_DISABLED) != PROTECTION_DISABLED:
+                raise EC2ClientError(_PROTECTED_CODE, f"The image {ami_id} has deregistration protection enabled: "
+                                                      f"disable it first")
             original_deregister(backend, ami_id)
             fidelity._pending.pop(ami_id, None)
             fidelity._publish(ami, "deregistered", _request_id(ami_id, "deregister"), "")
@@ -395,12 +421,20 @@ class ImageFidelity:
             kms_key_id = response._get_param("KmsKeyId")
             copy_image_tags = response._get_bool_param("CopyImageTags", False)
             tag_specifications = response._get_param("TagSpecifications", [])
+            completion_minutes = response._get_int_param("SnapshotCopyCompletionDurationMinutes")
             response.error_on_dryrun()
             image = response.ec2_backend.copy_image(
                 source_image_id, source_region, name, description, client_token=client_token,
                 encrypted=encrypted, kms_key_id=kms_key_id, copy_image_tags=copy_image_tags,
-                tag_specifications=tag_specifications)
+                tag_specifications=tag_specifications, completion_minutes=completion_minutes)
             return ActionResult({"ImageId": image.id})
+
+        def enable_deregistration_protection_response(response: Any) -> ActionResult:
+            ami = fidelity._own_image(response.ec2_backend, response._get_param("ImageId"))
+            response.error_on_dryrun()
+            with_cooldown = response._get_bool_param("WithCooldown", False)
+            ami.deregistration_protection = "enabled-with-cooldown" if with_cooldown else "enabled-without-cooldown"
+            return ActionResult({"Return": "true"})
 
         def describe_snapshots_response(response: Any) -> ActionResult:
             snapshots = response.ec2_backend.describe_snapshots(
@@ -447,6 +481,8 @@ class ImageFidelity:
             (EBSBackend, "_create_default_encryption_key", default_encryption_key),
             (KmsBackend, "_generate_default_keys", generate_default_keys),
             (AmisResponse, "copy_image", copy_image_response),
+            (AmisResponse, "enable_image_deregistration_protection", enable_deregistration_protection_response),
+            (Ami, "deregistration_protection", PROTECTION_DISABLED),
             (ElasticBlockStore, "describe_snapshots", describe_snapshots_response),
             (ElasticBlockStore, "modify_snapshot_attribute", modify_snapshot_attribute_response),
         ]
@@ -502,12 +538,13 @@ def _new_ami(backend: Any, **kwargs: Any) -> Ami:
 
 
 def _register(fidelity: ImageFidelity, backend: Any, ami: Ami, devices: list[Device],
-              image_tags: dict[str, str], kind: str) -> Ami:
+              image_tags: dict[str, str], kind: str, within_minutes: int | None = None) -> Ami:
     ami.sandbox_devices = devices
     if devices:
         ami.ebs_snapshot = devices[0].snapshot
     ami.add_tags(image_tags)
     backend.amis[ami.id] = ami
+    ami.sandbox_within_minutes = within_minutes
     fidelity._start(ami, kind, devices)
     return ami
 

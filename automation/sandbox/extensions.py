@@ -8,10 +8,11 @@ def all_extensions() -> list:
     from .iam_access import IamAccess
     from .kms_ebs import KmsEbsSettings
     from .mgn import MgnService
+    from .publishing import PublishingFidelity
     from .sqs_clock import SqsClock
     from .speedups import MotoSpeedups
     from .sqs_move_tasks import MessageMoveTasks
     from .throttling import Throttling
 
     return [Throttling(), ImageFidelity(), MgnService(), MessageMoveTasks(), SqsClock(), EventBridgeFidelity(),
-            IamAccess(), KmsEbsSettings(), MotoSpeedups()]
+            IamAccess(), KmsEbsSettings(), PublishingFidelity(), MotoSpeedups()]

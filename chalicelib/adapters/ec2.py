@@ -144,7 +144,8 @@ class Ec2Images:
                                                OperationType="add", UserIds=list(accounts))
 
     def copy_image(self, *, source_image_id: str, source_region: str, name: str, kms_key_id: str | None,
-                   client_token: str, description: str, tags: dict[str, str]) -> str:
+                   client_token: str, description: str, tags: dict[str, str],
+                   completion_minutes: int | None = None) -> str:
         """The copy is the caller's (the target's), encrypted with its key. CopyImageTags brings only the
         caller's own tags on the source, never the owner's, so provenance tags are set explicitly."""
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -155,7 +156,14 @@ class Ec2Images:
                 TagSpecifications=[{"ResourceType": "image", "Tags": tag_list},
                                    {"ResourceType": "snapshot", "Tags": tag_list}],
                 **({"KmsKeyId": kms_key_id} if kms_key_id else {}),
+                # a time-based copy: each snapshot completes within this duration (EC2 API Reference, CopyImage)
+                **({"SnapshotCopyCompletionDurationMinutes": completion_minutes} if completion_minutes else {}),
             )["ImageId"]
+
+    def protect(self, image_id: str, with_cooldown: bool) -> None:
+        """Deregistration protection: enabling it again is a no-op."""
+        with aws_call("ec2:EnableImageDeregistrationProtection"):
+            self.ec2.enable_image_deregistration_protection(ImageId=image_id, WithCooldown=with_cooldown)
 
     def deregister(self, image_id: str) -> None:
         self._gone_is_done("ec2:DeregisterImage", lambda: self.ec2.deregister_image(ImageId=image_id))

@@ -81,7 +81,7 @@ class DynamoJobStore:
     def jobs_of_wave(self, wave: str) -> Iterator[Job]:
         request = {"TableName": self.table_name, "IndexName": WAVE_INDEX,
                    "KeyConditionExpression": "wave = :wave", "ExpressionAttributeValues": {":wave": {"S": wave}}}
-        yield from (self._job(item) for item in self._items("Query", request))
+        yield from (self._job(item) for item in self._items("dynamodb:Query", request))
 
     def summaries(self, wave: str | None = None, status: str | None = None) -> Iterator["JobSummary"]:
         """A few top-level attributes per job (never `doc`), paginated: a wave through its GSI, oldest
@@ -100,18 +100,25 @@ class DynamoJobStore:
         request["ExpressionAttributeNames"] = names
         if values:
             request["ExpressionAttributeValues"] = values
-        for item in self._items("Query" if wave is not None else "Scan", request):
+        for item in self._items("dynamodb:Query" if wave is not None else "dynamodb:Scan", request):
             if "status" not in item:
                 continue  # not a job: a destination's copy slots (adapters/copy_slots.py) share the table
             yield JobSummary(item["job_id"]["S"], item["stage"]["S"], item["status"]["S"],
                              float(item["created_at"]["N"]) if "created_at" in item else None)
 
+    def wave_statuses(self, wave: str) -> Iterator[tuple[str, str]]:
+        """(job ID, status) of each job of a wave, oldest first, from its index (which lags the table a little)."""
+        request = {"TableName": self.table_name, "IndexName": WAVE_INDEX, "KeyConditionExpression": "#w = :wave",
+                   "ProjectionExpression": "job_id, #s", "ExpressionAttributeNames": {"#w": "wave", "#s": "status"},
+                   "ExpressionAttributeValues": {":wave": {"S": wave}}}
+        yield from ((item["job_id"]["S"], item["status"]["S"]) for item in self._items("dynamodb:Query", request))
+
     def _items(self, operation: str, request: dict) -> Iterator[dict]:
-        """Every item a Query or Scan returns, page after page."""
-        call = self.dynamodb.query if operation == "Query" else self.dynamodb.scan
+        """Every item a Query or Scan ("dynamodb:Query", "dynamodb:Scan") returns, page after page."""
+        call = self.dynamodb.query if operation == "dynamodb:Query" else self.dynamodb.scan
         request = dict(request)
         while True:
-            with aws_call(f"dynamodb:{operation}"):
+            with aws_call(operation):
                 page = call(**request)
             yield from page["Items"]
             if "LastEvaluatedKey" not in page:
@@ -136,7 +143,7 @@ class DynamoJobStore:
         request = {"TableName": self.table_name, "IndexName": WAVE_INDEX, "KeyConditionExpression": "wave = :wave",
                    "FilterExpression": "#s = :status", "ExpressionAttributeNames": {"#s": "status"},
                    "ExpressionAttributeValues": {":wave": {"S": wave}, ":status": {"S": status}}}
-        yield from (self._job(item) for item in self._items("Query", request))
+        yield from (self._job(item) for item in self._items("dynamodb:Query", request))
 
     def _item(self, job: Job) -> dict:
         item = {

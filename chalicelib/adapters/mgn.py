@@ -29,6 +29,17 @@ class MgnLaunches:
             self.launch(mgn_job_id, source_server_id)
         return self._instances.get((mgn_job_id, source_server_id))
 
+    def launched_all(self, mgn_job_id: str) -> tuple[bool, int]:
+        """(the MGN job has ended, how many of its servers launched an instance): a wave named by an MGN job
+        is complete only when it has ended and every launched instance has its job."""
+        with aws_call("mgn:DescribeJobs"):
+            jobs = self.mgn.describe_jobs(filters={"jobIDs": [mgn_job_id]})["items"]
+        if not jobs:
+            raise AwsError("mgn:DescribeJobs", "ResourceNotFoundException", f"MGN job {mgn_job_id} not found")
+        servers = [s for job in jobs for s in job.get("participatingServers", [])]
+        return (all(job.get("status") == "COMPLETED" for job in jobs),
+                sum(1 for s in servers if s.get("launchStatus") == "LAUNCHED"))
+
     def launch(self, mgn_job_id: str, source_server_id: str) -> Launch:
         """The server's launch as MGN reports it now (post-launch actions change: never cached)."""
         with aws_call("mgn:DescribeJobs"):

@@ -20,7 +20,7 @@ class CrossAccountSessions:
     now: Callable[[], float]
     partition: str = "aws"
     _cache: dict[str, tuple[boto3.Session, float]] = field(default_factory=dict)
-    _clients: dict[tuple[str, str], tuple[object, boto3.Session]] = field(default_factory=dict)
+    _clients: dict[tuple[str, str, str], tuple[object, boto3.Session]] = field(default_factory=dict)
 
     def role_arn(self, account_id: str) -> str:
         return f"arn:{self.partition}:iam::{account_id}:role/{self.role_name}"
@@ -44,12 +44,18 @@ class CrossAccountSessions:
         return session
 
     def ec2(self, account_id: str, region: str, job_id: str):
-        """A client per target, rebuilt only when its session is renewed (building one costs ~50 ms)."""
+        return self.client("ec2", account_id, region, job_id)
+
+    def ssm(self, account_id: str, region: str, job_id: str):
+        return self.client("ssm", account_id, region, job_id)
+
+    def client(self, service: str, account_id: str, region: str, job_id: str):
+        """A client per target and service, rebuilt only when its session is renewed (building one costs ~50 ms)."""
         session = self.session(account_id, job_id)
-        cached = self._clients.get((account_id, region))
+        cached = self._clients.get((service, account_id, region))
         if cached is None or cached[1] is not session:
-            cached = (client("ec2", session, region), session)
-            self._clients[(account_id, region)] = cached
+            cached = (client(service, session, region), session)
+            self._clients[(service, account_id, region)] = cached
         return cached[0]
 
 

@@ -15,9 +15,12 @@ class Stage(str, Enum):
     WAIT_LAUNCH = "WAIT_LAUNCH"
     CREATE_IMAGE = "CREATE_IMAGE"
     WAIT_IMAGE = "WAIT_IMAGE"
+    REENCRYPT = "REENCRYPT"
+    WAIT_REENCRYPT = "WAIT_REENCRYPT"
     SHARE = "SHARE"
     COPY = "COPY"
     WAIT_COPY = "WAIT_COPY"
+    PUBLISH = "PUBLISH"
     CLEANUP = "CLEANUP"
     DONE = "DONE"
 
@@ -48,20 +51,51 @@ class Reason(str, Enum):
     LAUNCH_NOT_FOUND = "LAUNCH_NOT_FOUND"
     RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
     NOT_ALLOWED = "NOT_ALLOWED"
+    PUBLISH_REFUSED = "PUBLISH_REFUSED"
 
 
-@dataclass(frozen=True)
+DEFAULT_PARAMETER_PATTERN = "/migrated/{wave}/{source_server_id}"
+
+
+@dataclass(frozen=True, repr=False)
 class Target:
-    """One destination of the copy: an account in a region, re-encrypted with that region's key."""
+    """One destination of the copy: an account in a region, re-encrypted with that region's key, and what
+    is published there once the copy is available (Image Builder's distribution settings, per target)."""
 
     account_id: str
     region: str
     kms_key_id: str | None = None
     copy: bool = True
+    parameter_pattern: str | None = None  # an SSM parameter (aws:ec2:image) named by this pattern holds the copy
+    launch_template: str | None = None  # a launch template whose new default version launches the copy
+    tags: tuple[tuple[str, str], ...] = ()  # added to the copy, its snapshots and the parameter
+    copy_minutes: int | None = None  # a time-based copy: SnapshotCopyCompletionDurationMinutes
+    protection: str | None = None  # deregistration protection of the copy: "on" or "cooldown" (24 h)
 
     @property
     def key(self) -> str:
         return f"{self.account_id}/{self.region}"
+
+    @property
+    def publishes(self) -> bool:
+        return bool(self.copy and (self.parameter_pattern or self.launch_template or self.protection))
+
+    def __repr__(self) -> str:
+        # The distribution's fingerprint (and so every job ID) is this repr: a target without the options
+        # added later keeps the repr, and the job IDs, it always had.
+        text = (f"Target(account_id={self.account_id!r}, region={self.region!r}, kms_key_id={self.kms_key_id!r}, "
+                f"copy={self.copy!r}")
+        for name in ("parameter_pattern", "launch_template", "tags", "copy_minutes", "protection"):
+            value = getattr(self, name)
+            if value:
+                text += f", {name}={value!r}"
+        return text + ")"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Target":
+        values = dict(data)
+        values["tags"] = tuple(tuple(pair) for pair in values.get("tags", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -75,7 +109,7 @@ class Cleanup:
         return self.deregister_image or self.delete_snapshots or self.terminate_instance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Distribution:
     """Where a job's AMI goes: Image Builder's distribution shape, cut to what this service does."""
 
@@ -83,6 +117,15 @@ class Distribution:
     organization_arns: tuple[str, ...] = ()
     organizational_unit_arns: tuple[str, ...] = ()
     cleanup: Cleanup = Cleanup()
+    # an AMI of volumes under aws/ebs is copied in the source account with this customer-managed key, and
+    # that copy (the intermediate) is shared and copied; None: such a job fails (AWS_MANAGED_KEY)
+    reencrypt_key_id: str | None = None
+
+    def __repr__(self) -> str:
+        # the fingerprint (every job ID) is this repr: without re-encryption it is the one it always was
+        text = (f"Distribution(targets={self.targets!r}, organization_arns={self.organization_arns!r}, "
+                f"organizational_unit_arns={self.organizational_unit_arns!r}, cleanup={self.cleanup!r}")
+        return text + (f", reencrypt_key_id={self.reencrypt_key_id!r})" if self.reencrypt_key_id else ")")
 
     @property
     def share_accounts(self) -> tuple[str, ...]:
@@ -112,6 +155,8 @@ class TargetCopy:
     state: str | None = None  # the copy's image state as last seen
     attempts: int = 0  # CopyImage attempts (a failed copy is retried with a fresh ClientToken)
     started_at: float | None = None  # when CopyImage was called (the poll plan counts from it)
+    parameter_name: str | None = None  # the SSM parameter that names this copy (PUBLISH)
+    launch_template_version: int | None = None  # the launch template version made the default (PUBLISH)
 
     @property
     def key(self) -> str:
@@ -166,6 +211,10 @@ class Job:
     awaited_image_id: str | None = None  # the image whose state change wakes this job (GSI)
     retries: int = 0  # operator retries (automation/operations.py)
     copy_attempts_granted: int = 0  # extra CopyImage attempts per target, granted by an operator's retry
+    announce_pending: bool = False  # terminal, and its events not yet put (service.py: the announcement)
+    needs_reencrypt: bool = False  # a volume is under aws/ebs: its AMI is re-encrypted before it is shared
+    reencrypted_image_id: str | None = None  # the intermediate: shared and copied, removed once the copies are made
+    reencrypted_snapshot_ids: list[str] = field(default_factory=list)
 
     @staticmethod
     def make_id(instance_id: str, distribution: Distribution) -> str:
@@ -186,6 +235,15 @@ class Job:
         if self.source_image_id:
             tags["ami-distributor:source-image-id"] = self.source_image_id
         return tags
+
+    @property
+    def shared_image_id(self) -> str | None:
+        """The AMI the targets get: the re-encrypted intermediate when there is one, else the source AMI."""
+        return self.reencrypted_image_id or self.source_image_id
+
+    @property
+    def shared_snapshot_ids(self) -> list[str]:
+        return self.reencrypted_snapshot_ids if self.reencrypted_image_id else self.snapshot_ids
 
     def copy_for(self, target: Target) -> TargetCopy:
         return self.copies.setdefault(target.key, TargetCopy(target.account_id, target.region))
@@ -232,10 +290,11 @@ class Job:
         values = dict(data)
         spec = values["distribution"]
         values["distribution"] = Distribution(
-            targets=tuple(Target(**t) for t in spec["targets"]),
+            targets=tuple(Target.from_dict(t) for t in spec["targets"]),
             organization_arns=tuple(spec.get("organization_arns", ())),
             organizational_unit_arns=tuple(spec.get("organizational_unit_arns", ())),
             cleanup=Cleanup(**spec.get("cleanup", {})),
+            reencrypt_key_id=spec.get("reencrypt_key_id"),
         )
         values["stage"] = Stage(values["stage"])
         values["status"] = Status(values["status"])

@@ -33,6 +33,17 @@ def resume_stage(job: Job) -> Stage:
     return earlier if earlier and ORDER.index(earlier) < ORDER.index(job.stage) else job.stage
 
 
+def stages_of(job: Job) -> list[Stage]:
+    """The stages this job goes through, in order: re-encryption only for an AMI under aws/ebs, PUBLISH only
+    when a target publishes."""
+    skipped = set()
+    if not job.needs_reencrypt:
+        skipped |= {Stage.REENCRYPT, Stage.WAIT_REENCRYPT}
+    if not any(t.publishes for t in job.distribution.copy_targets):
+        skipped.add(Stage.PUBLISH)
+    return [stage for stage in ORDER if stage not in skipped]
+
+
 def first_stage(job: Job) -> Stage:
     return Stage(job.history[0].stage) if job.history else Stage.CREATE_IMAGE
 
@@ -48,8 +59,10 @@ def check_retry(job: Job, from_stage: Stage | None = None) -> Stage:
     if from_stage is None:
         return resume
     first = first_stage(job)
-    if from_stage is Stage.DONE or not ORDER.index(first) <= ORDER.index(from_stage) <= ORDER.index(resume):
-        allowed = [s.value for s in ORDER[ORDER.index(first):ORDER.index(resume) + 1]]
+    path = stages_of(job)
+    if (from_stage is Stage.DONE or from_stage not in path
+            or not ORDER.index(first) <= ORDER.index(from_stage) <= ORDER.index(resume)):
+        allowed = [s.value for s in ORDER[ORDER.index(first):ORDER.index(resume) + 1] if s in path]
         raise Refused(f"job {job.job_id} can be retried from {', '.join(allowed)}, not {from_stage.value}")
     if from_stage in (Stage.WAIT_IMAGE, Stage.SHARE, Stage.COPY) and not job.source_image_id:
         raise Refused(f"job {job.job_id} has no source AMI yet: retry it from {Stage.CREATE_IMAGE.value}")

@@ -31,7 +31,8 @@ def actions(document: dict) -> set[str]:
 def test_every_boto3_call_in_the_adapters_carries_its_own_label():
     """So the labels are a faithful list of what the code calls."""
     adapters = callgraph.read_adapters()
-    services = {"ec2": "ec2", "kms": "kms", "sts": "sts", "dynamodb": "dynamodb", "sqs": "sqs", "mgn": "mgn"}
+    services = {"ec2": "ec2", "kms": "kms", "sts": "sts", "dynamodb": "dynamodb", "sqs": "sqs", "mgn": "mgn",
+                "ssm": "ssm", "events": "events"}
     assert adapters.boto_calls, "no boto3 calls found: has the adapters' layout changed?"
     session = botocore.session.get_session()
     for call in adapters.boto_calls:
@@ -58,6 +59,8 @@ def test_function_policy_allows_exactly_the_calls_it_makes(stage_name, function)
     expected = {deployment.IAM_ACTION.get(c, c) for c in calls} | set(deployment.LOG_ACTIONS)
     if calls & set(deployment.TAG_ON_CREATE):
         expected.add("ec2:CreateTags")  # tag-on-create is authorized as CreateTags
+    if "ec2:CopyImage" in calls:  # a copy in the source account uses its keys through EC2
+        expected |= set(deployment.KMS_FOR_SOURCE_COPY)
     if function == deployment.CONSUMER:
         expected |= set(deployment.CONSUMER_ACTIONS)
     assert actions(document) == expected
@@ -68,7 +71,10 @@ def test_function_policy_allows_exactly_the_calls_it_makes(stage_name, function)
             assert statement["Action"] == ["sts:AssumeRole"]
             assert statement["Resource"] == [f"arn:aws:iam::{a}:role/{stage.role_name}" for a in stage.target_accounts]
         if "ec2:CreateTags" in statement["Action"]:  # only while creating an image, never on its own
-            assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateImage"}}
+            creating = sorted(deployment.TAG_ON_CREATE[c] for c in calls if c in deployment.TAG_ON_CREATE)
+            assert statement["Condition"] == {"StringEquals": {"ec2:CreateAction": creating}}
+        if set(statement["Action"]) & set(deployment.KMS_FOR_SOURCE_COPY) - {"kms:DescribeKey"}:
+            assert statement["Condition"] == {"StringEquals": {"kms:ViaService": f"ec2.{stage.region}.amazonaws.com"}}
         if statement["Resource"] == ["*"]:  # only calls that have no resource-level permissions
             known = iam_actions_known_to_aws()
             for action in statement["Action"]:
@@ -111,12 +117,23 @@ def test_target_role_allows_exactly_the_target_calls():
     allowed = set()
     for statement in plain:
         allowed |= {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+    optional = {call for calls in deployment.TARGET_ROLE_OPTIONAL_CALLS.values() for call in calls}
     ec2 = {a for a in allowed if a.startswith("ec2:")}
-    assert ec2 == set(deployment.TARGET_ROLE_CALLS) | {"ec2:CreateTags"}
+    assert ec2 == set(deployment.TARGET_ROLE_CALLS) - optional | {"ec2:CreateTags"}
     assert {a for a in allowed if not a.startswith(("ec2:", "kms:"))} == set()
     [tagging] = [s for s in plain if s["Action"] == "ec2:CreateTags"]
     assert tagging["Condition"] == {"StringEquals": {"ec2:CreateAction": "CopyImage"}}
-    assert [p["Fn::If"][1]["Action"] for p in publishing] == ["ssm:PutParameter"]
+    # each publishing grant only when its parameter says so, and exactly the calls that need it
+    conditions = template["Conditions"]
+    granted = {}
+    for statement in publishing:
+        condition, grant, otherwise = statement["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        [parameter] = [c["Ref"] for c in conditions[condition]["Fn::Equals"] if isinstance(c, dict)]
+        actions = grant["Action"] if isinstance(grant["Action"], list) else [grant["Action"]]
+        granted[parameter] = tuple(actions)
+        assert grant["Resource"] != "*" and grant.get("Condition") or "ssm:" in actions[0], grant
+    assert granted == deployment.TARGET_ROLE_OPTIONAL_CALLS
     trust = template["Resources"]["CopyRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert [s["Condition"]["StringEquals"]["sts:ExternalId"] for s in trust] == [{"Ref": "ExternalId"}]
     assert [s["Principal"] for s in trust] == [{"AWS": {"Ref": "DistributorRoleArns"}}]
