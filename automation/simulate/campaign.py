@@ -62,7 +62,8 @@ def row(outcome: dict) -> dict:
     return {"seed": outcome["seed"], "holds": outcome["exit_code"] == 0 and summary.get("invariants_broken") == 0,
             "exit_code": outcome["exit_code"], "jobs": summary.get("jobs"), "done": summary.get("done"),
             "failed": summary.get("failed"), "broken": broken, "faults_injected": summary.get("faults_injected", {}),
-            "operator": summary.get("operator", {}), "makespan_h": round(summary.get("makespan_s", 0) / 3600, 3),
+            "operator": summary.get("operator", {}), "ami_events_dropped": summary.get("ami_events_dropped", 0),
+            "makespan_h": round(summary.get("makespan_s", 0) / 3600, 3),
             "makespan_over_bound": round(summary["makespan_s"] / summary["lower_bound_s"], 4)
             if summary.get("lower_bound_s") else None, "sim_wall_s": summary.get("sim_wall_s")}
 
@@ -81,18 +82,22 @@ def campaign(
         typer.echo(f"error: --faults {faults!r}: use one of {', '.join(FAULT_PROFILES)}", err=True)
         raise typer.Exit(2)
     seed_list = parse_seeds(seeds)
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=200)  # the table's columns, whatever the terminal
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         outcomes = list(pool.map(lambda s: run_seed(servers, s, faults, targets), seed_list))
     rows = [row(o) for o in outcomes]
-    table = Table("seed", "holds", "done", "failed", "broken", "faults injected", "operator", "makespan h",
-                  "/ bound", "wall s", title=f"{faults}: {servers} servers x {len(seed_list)} seeds")
+    table = Table("seed", "holds", "done", "failed", "broken", "crashes", "overtaken", "duplicates", "throttled",
+                  "denied", "events lost", "retried", "replayed", "makespan h", "/ bound", "wall s",
+                  title=f"{faults}: {servers} servers x {len(seed_list)} seeds")
     for r in rows:
+        injected, operator = r["faults_injected"], r["operator"]
         table.add_row(str(r["seed"]), "yes" if r["holds"] else "NO", str(r["done"]), str(r["failed"]),
                       ", ".join(f"{k} {v}" for k, v in r["broken"].items()) or "-",
-                      " ".join(f"{k}={v}" for k, v in r["faults_injected"].items()),
-                      " ".join(f"{k}={v}" for k, v in r["operator"].items()), str(r["makespan_h"]),
-                      str(r["makespan_over_bound"]), str(r["sim_wall_s"]))
+                      *(str(injected.get(k, 0)) for k in ("crashes", "overtaken", "duplicates")),
+                      str(injected.get("ec2_throttled", 0) + injected.get("table_throttled", 0)),
+                      str(injected.get("kms_denied", 0)), str(r["ami_events_dropped"]),
+                      str(operator.get("jobs_retried", 0)), str(operator.get("dead_letters_replayed", 0)),
+                      str(r["makespan_h"]), str(r["makespan_over_bound"]), str(r["sim_wall_s"]))
     console.print(table)
     for outcome in outcomes:
         if outcome["stderr"]:
@@ -100,7 +105,7 @@ def campaign(
     totals = {"jobs": sum(r["jobs"] or 0 for r in rows), "done": sum(r["done"] or 0 for r in rows),
               "failed": sum(r["failed"] or 0 for r in rows)}
     for r in rows:
-        for kind, n in r["faults_injected"].items():
+        for kind, n in {**r["faults_injected"], "ami_events_dropped": r["ami_events_dropped"]}.items():
             totals[f"faults.{kind}"] = totals.get(f"faults.{kind}", 0) + n
     result = {"servers": servers, "faults": faults, "targets": targets, "seeds": seed_list,
               "all_hold": all(r["holds"] for r in rows), "seeds_broken": [r["seed"] for r in rows if not r["holds"]],

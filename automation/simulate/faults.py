@@ -122,7 +122,8 @@ class AwsFaults:
             if request.action == "CopyImage" and self.faults.kms_denied_rate and not self.kms_fixed:
                 source, key = request.form.get("SourceImageId", ""), request.form.get("KmsKeyId", "")
                 where = f"{request.account_id}/{request.region}"
-                if draws(self.seed, "kms-denied", self.what_image(source), where).random() < self.faults.kms_denied_rate:
+                draw = draws(self.seed, "kms-denied", self.what_image(source), where).random()
+                if draw < self.faults.kms_denied_rate:
                     self._count("kms_denied")
                     # the target's key policy lets its role use the key only through EC2 with CreateGrant for
                     # AWS resources; a policy missing that statement refuses the re-encrypting copy
