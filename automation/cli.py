@@ -88,8 +88,10 @@ def simulate(
     servers: int = typer.Option(100, help="Servers in the wave (MGN cuts them over 200 at a time)"),
     seed: int = typer.Option(1, help="Seed: disk sizes, durations, failures, jitter; same seed, same result"),
     targets: int = typer.Option(2, help="Target accounts to copy into"),
-    faults: str = typer.Option("none", help="Fault profile: none, lossy-events, no-events, duplicates, "
-                                            "image-failures, chaos"),
+    faults: str = typer.Option("none", help="Fault profile: none, chaos (all of them), or one fault: throttling, "
+                                            "image-failures, copy-failures, crashes, duplicates, every-message-twice, "
+                                            "slow-consumers, lossy-events, no-events, assume-role-denied, kms-denied, "
+                                            "table-throttled, dlq-replay"),
     baseline: str = typer.Option(None, help="Also run the same wave through a baseline: runbook"),
     stage: str = typer.Option("local", help="Stage in .chalice/config.json whose settings the handlers get"),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object as the last line"),
@@ -120,6 +122,9 @@ def simulate(
                err=json_output)
     if json_output:
         typer.echo(result.to_json())
+    if not result.invariants_hold:
+        typer.echo(result.broken, err=True)  # the seed, the options and each failing job's history: it replays
+        raise typer.Exit(1)
 
 
 @app.command()

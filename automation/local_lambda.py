@@ -48,6 +48,7 @@ class LocalLambda:
         self.results: list[tuple[str, Any]] = []
         self.errors: list[tuple[str, str]] = []
         self.duplicate_every_message = False  # SQS is at-least-once: deliver each message a second time
+        self.duplicate_when: Callable[[dict], bool] | None = None  # or only the messages this picks (faults.py)
         self.duplicates_sent = 0
         self._queue_arn = stage.env["JOBS_QUEUE_ARN"]
 
@@ -103,7 +104,7 @@ class LocalLambda:
         ).get("Messages", [])
         if not messages:
             return 0
-        if self.duplicate_every_message:
+        if self.duplicate_every_message or self.duplicate_when:
             self._send_duplicates(messages)
         succeeded, result = self._invoke_or_fail("advance_jobs", self._sqs_event(messages))
         if not succeeded:
@@ -116,7 +117,8 @@ class LocalLambda:
         return len(messages)
 
     def _send_duplicates(self, messages: list[dict]) -> None:
-        originals = [m for m in messages if "duplicate" not in m.get("MessageAttributes", {})]
+        originals = [m for m in messages if "duplicate" not in m.get("MessageAttributes", {})
+                     and (self.duplicate_every_message or self.duplicate_when(m))]
         for message in originals:
             self.sqs.send_message(QueueUrl=self.stage.jobs_queue_url, MessageBody=message["Body"],
                                   MessageAttributes={"duplicate": {"DataType": "String", "StringValue": "1"}})

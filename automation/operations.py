@@ -365,7 +365,7 @@ def dlq_replay(
 
 
 def _replay(connection: StageConnection, dlq, wanted: set[str], limit: int | None, filtered: bool,
-            dry_run: bool) -> dict:
+            dry_run: bool, now: float | None = None, who: str | None = None) -> dict:
     outcome: dict[str, Any] = {"dry_run": dry_run, "moved": [], "retried": [], "dropped": [], "lost_race": [],
                                "to_move": [], "left": 0, "task": None}
     held, cache, handled = [], {}, 0
@@ -389,7 +389,7 @@ def _replay(connection: StageConnection, dlq, wanted: set[str], limit: int | Non
                     outcome["dropped"].append(entry)
                 elif view["verdict"] == "retry":
                     job = connection.store.get(view["job_id"])
-                    if job is not None and _retry_and_enqueue(connection, [job], None) == []:
+                    if job is not None and _retry_and_enqueue(connection, [job], None, now=now, who=who) == []:
                         dlq.delete(letter)
                         outcome["retried"].append(entry)
                     else:
@@ -438,10 +438,13 @@ def _print_replay(out: Out, outcome: dict, dry_run: bool) -> None:
 
 # ---- retry / cancel -------------------------------------------------------------------------------
 def _retry_and_enqueue(connection: StageConnection, jobs: list[Job], from_stage: Stage | None,
-                       step: Callable[[int], None] = lambda n: None) -> list[str]:
+                       step: Callable[[int], None] = lambda n: None, now: float | None = None,
+                       who: str | None = None) -> list[str]:
     """Retry each job: bump version and token, SEND its message, then WRITE it (Advancer.handle's order).
-    Returns the jobs that changed under us (their message is an orphan that will be stale)."""
-    lost, now, who = [], time.time(), operator()
+    Returns the jobs that changed under us (their message is an orphan that will be stale).
+    `now` and `who`: the simulator's virtual clock and operator (the CLI: the wall clock and the user)."""
+    lost = []
+    now, who = (time.time() if now is None else now), (who or operator())
     for start in range(0, len(jobs), SEND_CHUNK):
         chunk = jobs[start:start + SEND_CHUNK]
         read_versions = [job.version for job in chunk]

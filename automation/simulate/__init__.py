@@ -23,6 +23,11 @@ __all__ = ["FAULT_PROFILES", "SimOptions", "SimResult", "SimulationError", "simu
 class SimResult:
     summary: dict
     timelines: dict[str, list[list[tuple[float, str]]]] = field(default_factory=dict)
+    broken: str | None = None  # when an invariant broke: the seed, the options and the failing jobs' histories
+
+    @property
+    def invariants_hold(self) -> bool:
+        return self.broken is None
 
     def to_json(self) -> str:
         return json.dumps(self.summary, sort_keys=True, separators=(",", ":"))
@@ -32,29 +37,40 @@ def simulate(options: SimOptions) -> SimResult:
     options.validate()
     started = time.monotonic()
     with _quiet_handlers():
-        summary, timelines = _run_ours(options)
+        summary, timelines, broken = _run_ours(options)
         if options.baseline == "runbook":
             baseline, timelines["baseline"] = _run_runbook(options)
             summary["baseline"] = baseline
             summary["versus_baseline"] = _ratios(summary, baseline)
-    summary["options"] = {"servers": options.servers, "seed": options.seed, "targets": options.targets,
-                          "faults": options.faults, "baseline": options.baseline, "stage": options.stage}
+    summary["options"] = options.summary()
     summary["sim_wall_s"] = round(time.monotonic() - started, 1)
-    return SimResult(summary, timelines)
+    return SimResult(summary, timelines, broken)
 
 
-def _run_ours(options: SimOptions) -> tuple[dict, dict]:
+def _run_ours(options: SimOptions) -> tuple[dict, dict, str | None]:
+    from . import invariants
+    from .faults import FaultInjector
     from .pipeline import PipelineRun
     from .world import World
 
     world = World.create(options, options.distribution())
     try:
         run = PipelineRun(world)
-        run.run()
+        injector = FaultInjector(world, run)
+        with injector.installed():
+            run.run()
+            injector.after_wave()  # the operator: fixes, replays the DLQ, retries what was fixed
         summary, timeline = run.report()
+        summary["faults_injected"] = injector.counts()
+        if options.fault_model.operator_at_the_end:
+            summary["operator"] = dict(injector.operator)
+        broken = None
+        if not run.checked.holds:
+            broken = invariants.report({**summary, "options": options.summary()}, world.wave.jobs(), run.checked,
+                                       world, injector.log)
     finally:
         world.close()
-    return summary, {"ours": timeline}
+    return summary, {"ours": timeline}, broken
 
 
 def _run_runbook(options: SimOptions) -> tuple[dict, list]:

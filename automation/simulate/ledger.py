@@ -126,43 +126,11 @@ class Ledger:
 
     def invariants(self, name_prefix: str, copy_targets: int, allowed_accounts: set[str],
                    allowed_arns: set[str]) -> dict[str, int]:
-        """Counts of broken invariants, from the images AWS holds (or held)."""
-        copies_by_source: dict[str, list[ImageRecord]] = {}
-        for record in self.images.values():
-            if record.kind == "copy":
-                copies_by_source.setdefault(record.source_image_id or "", []).append(record)
-        names: dict[str, int] = {}
-        for record in self.sources():
-            if record.name.startswith(name_prefix):
-                names[record.name] = names.get(record.name, 0) + 1
-        duplicate_sources = sum(n - 1 for n in names.values())
-        duplicate_copies = unsafe = disallowed = 0
-        for source in self.sources():
-            copies = copies_by_source.get(source.image_id, [])
-            per_target: dict[tuple[str, str], int] = {}
-            for copy in copies:
-                if copy.failed is None:
-                    per_target[(copy.account, copy.region)] = per_target.get((copy.account, copy.region), 0) + 1
-            duplicate_copies += sum(n - 1 for n in per_target.values())
-            if source.deregistered is not None:
-                safe_targets = {(c.account, c.region) for c in copies
-                                if c.available is not None and c.available <= source.deregistered}
-                unsafe += len(safe_targets) < copy_targets
-            disallowed += _disallowed(source, allowed_accounts, allowed_arns)
-        return {"duplicate_source_amis": duplicate_sources, "duplicate_copies": duplicate_copies,
-                "unsafe_cleanups": unsafe, "disallowed_shares": disallowed}
+        """Counts of broken invariants, from the images AWS holds (or held): see invariants.py."""
+        from .invariants import image_violations
 
-
-def _disallowed(source: ImageRecord, accounts: set[str], arns: set[str]) -> int:
-    """Grants on the image or its snapshots to anyone outside the allow-list (public counts too)."""
-    count = 0
-    for permission in source.ami.launch_permissions:
-        grantee = permission.get("UserId") or permission.get("OrganizationArn") or permission.get(
-            "OrganizationalUnitArn")
-        if permission.get("Group") == "all" or (grantee not in accounts and grantee not in arns):
-            count += 1
-    for device in source.devices:
-        snapshot = device.snapshot
-        count += sum(1 for user in snapshot.create_volume_permission_userids if user not in accounts)
-        count += len(snapshot.create_volume_permission_groups)
-    return count
+        counts = dict.fromkeys(("duplicate_source_amis", "duplicate_copies", "unsafe_cleanups", "disallowed_shares"), 0)
+        for violation in image_violations(self, name_prefix, copy_targets, allowed_accounts, allowed_arns):
+            if violation.invariant in counts:
+                counts[violation.invariant] += 1
+        return counts

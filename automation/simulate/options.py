@@ -13,19 +13,47 @@ class SimulationError(ValueError):
 
 @dataclass(frozen=True)
 class Faults:
+    """What goes wrong in a run, and how often. Each fault is drawn from a random source keyed by what it
+    is about (the message, the image, the invocation's records), so a seed replays exactly; see faults.py."""
+
     ami_event_loss: float = 0.0  # share of "EC2 AMI State Change" deliveries EventBridge drops (best effort)
     duplicate_messages: bool = False  # SQS delivers every job message a second time (at-least-once)
+    duplicate_rate: float = 0.0  # share of job messages SQS delivers a second time
     create_failure_rate: float = 0.0  # images that end `failed` (seeded per image)
     copy_failure_rate: float = 0.0
+    throttle_rate: float = 0.0  # share of the service's EC2 calls refused RequestLimitExceeded beyond the buckets
+    crash_rate: float = 0.0  # share of advance_jobs invocations that die at a random point
+    slow_consumer_rate: float = 0.0  # share of advance_jobs invocations that outlive the visibility timeout
+    assume_role_denied: bool = False  # one target's role refuses AssumeRole for a window, until an operator fixes it
+    kms_denied_rate: float = 0.0  # share of (image, target) copies refused the target's KMS key, until fixed
+    table_throttled_share: float = 0.0  # share of the time the jobs table refuses every request (20 s windows)
+    dlq_replay: bool = False  # at the end an operator replays every dead letter and retries what was fixed
+
+    @property
+    def operator_at_the_end(self) -> bool:
+        return self.dlq_replay or self.assume_role_denied or self.kms_denied_rate > 0
 
 
+# the issue's rates (issue 7); `chaos` turns every fault on at once
+CHAOS = Faults(ami_event_loss=0.5, duplicate_rate=0.1, create_failure_rate=0.01, copy_failure_rate=0.01,
+               throttle_rate=0.05, crash_rate=0.05, slow_consumer_rate=0.02, assume_role_denied=True,
+               kms_denied_rate=0.01, table_throttled_share=20 / 3600, dlq_replay=True)
 FAULT_PROFILES: dict[str, Faults] = {
     "none": Faults(),
-    "lossy-events": Faults(ami_event_loss=0.2),
+    "throttling": Faults(throttle_rate=CHAOS.throttle_rate),
+    "image-failures": Faults(create_failure_rate=CHAOS.create_failure_rate),
+    "copy-failures": Faults(copy_failure_rate=CHAOS.copy_failure_rate),
+    "crashes": Faults(crash_rate=CHAOS.crash_rate),
+    "duplicates": Faults(duplicate_rate=CHAOS.duplicate_rate),
+    "every-message-twice": Faults(duplicate_messages=True),
+    "slow-consumers": Faults(slow_consumer_rate=CHAOS.slow_consumer_rate),
+    "lossy-events": Faults(ami_event_loss=CHAOS.ami_event_loss),
     "no-events": Faults(ami_event_loss=1.0),
-    "duplicates": Faults(duplicate_messages=True),
-    "image-failures": Faults(create_failure_rate=0.02, copy_failure_rate=0.02),
-    "chaos": Faults(ami_event_loss=0.2, duplicate_messages=True, create_failure_rate=0.02, copy_failure_rate=0.02),
+    "assume-role-denied": Faults(assume_role_denied=True),
+    "kms-denied": Faults(kms_denied_rate=CHAOS.kms_denied_rate),
+    "table-throttled": Faults(table_throttled_share=CHAOS.table_throttled_share),
+    "dlq-replay": Faults(dlq_replay=True),
+    "chaos": CHAOS,
 }
 BASELINES = ("runbook",)
 
@@ -63,6 +91,14 @@ class SimOptions:
             problems.append(f"--baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
         if problems:
             raise SimulationError("; ".join(problems))
+
+    def summary(self) -> dict:
+        """The options as the JSON reports them (what replays the run)."""
+        summary = {"servers": self.servers, "seed": self.seed, "targets": self.targets, "faults": self.faults,
+                   "baseline": self.baseline, "stage": self.stage}
+        if self.time_scale != 1.0 or not self.cleanup or self.overrides:
+            summary.update(time_scale=self.time_scale, cleanup=self.cleanup, overrides=self.overrides)
+        return summary
 
     @property
     def fault_model(self) -> Faults:

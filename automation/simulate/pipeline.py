@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import heapq
 import json
-import random
 from collections import Counter
 
 from automation.sandbox.sqs_clock import SqsClock
 from automation.sandbox.throttling import Throttling
 from chalicelib.events import AMI_DETAIL_TYPE
 
-from . import cost
+from . import cost, invariants
+from .faults import event_lost
 from .world import CONTROL_PLANE, MgnDriver, World, percentiles
 
 EVENT_DELIVERY_S = 0.5  # EventBridge's typical delivery latency
@@ -37,8 +37,9 @@ class PipelineRun:
         self._batch_due_at: float | None = None
         self.memory_gb = 0.5  # advance_jobs' lambda_memory_size (512 MB); the event handlers are given the same
         self.faults = world.options.fault_model
-        self.rng = random.Random(f"{world.options.seed}|eventbridge")
+        self.seed = world.options.seed
         self.runner.duplicate_every_message = self.faults.duplicate_messages
+        self.driver = MgnDriver(world)  # kept: the operator's rounds after the wave run the loop again
         self.gb_seconds = 0.0
         self.esm_receives = 0
         self.events_dropped = 0
@@ -48,7 +49,7 @@ class PipelineRun:
         self._order = 0
 
     def run(self) -> None:
-        clock, driver = self.sandbox.clock, MgnDriver(self.world)
+        clock, driver = self.sandbox.clock, self.driver
         slots = [clock.now()] * self.concurrency
         while True:
             now = clock.now()
@@ -119,7 +120,8 @@ class PipelineRun:
                 event = json.loads(message["Body"])
                 if event.get("account") != self.world.wave.source or event.get("source") != "aws.mgn":
                     self.paid_events += 1  # custom, or delivered from a target account's bus
-                if event.get("detail-type") == AMI_DETAIL_TYPE and self.rng.random() < self.faults.ami_event_loss:
+                if event.get("detail-type") == AMI_DETAIL_TYPE and event_lost(
+                        self.seed, event, self.faults.ami_event_loss, self.world.ledger):
                     self.events_dropped += 1
                     continue
                 self._hold(event, 0, now + EVENT_DELIVERY_S)
@@ -143,12 +145,9 @@ class PipelineRun:
         t0 = world.started_at
         statuses = Counter(j["status"] for j in jobs)
         done = statuses["DONE"]
-        terminal = {j["instance_id"] for j in jobs if j["status"] != "RUNNING"}
         dead_lettered = self._dead_lettered(jobs)
-        lost = sum(1 for i in world.ledger.launches if i not in terminal and i not in dead_lettered)
         targets = world.targets
-        allowed = {t["accountId"] for t in targets}
-        invariants = world.ledger.invariants("ami-distributor-", len(targets), allowed, set())
+        self.checked = invariants.check(world, jobs, dead_lettered)  # from AWS state and the table: invariants.py
         calls = Counter(sandbox.service_calls)
         api_calls = {op: n for op, n in sorted(calls.items()) if op.split(":")[0] in CONTROL_PLANE}
         esm_deletes = sandbox.api_calls["sqs:DeleteMessageBatch"]  # only the event source mapping deletes in batches
@@ -172,9 +171,8 @@ class PipelineRun:
             "jobs": len(jobs),
             "done": done,
             "failed": statuses["FAILED"],
-            "lost": lost,
             "dead_lettered": len(dead_lettered),
-            **invariants,
+            **self.checked.counts,
             "makespan_s": round(max(ends, default=t0) - t0, 3),
             "lower_bound_s": bound["lower_bound_s"],
             "lower_bound_parts_s": bound["parts"],

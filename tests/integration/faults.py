@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import boto3
-from botocore.handlers import BUILTIN_HANDLERS
-
 from automation.local_lambda import InvocationCrashed
-from chalicelib import bootstrap
+from automation.simulate.faults import builtin_handler as _builtin_handler
 
 
 @contextlib.contextmanager
@@ -49,21 +46,6 @@ def crash_switch() -> Iterator[CrashSwitch]:
     switch = CrashSwitch()
     with _builtin_handler("after-call", switch):
         yield switch
-
-
-@contextlib.contextmanager
-def _builtin_handler(event: str, handler) -> Iterator[None]:
-    """Registered for every botocore session made from now on (the handlers' clients, target sessions)."""
-    entry = (event, handler)
-    BUILTIN_HANDLERS.append(entry)
-    boto3.DEFAULT_SESSION = None
-    bootstrap.reset()
-    try:
-        yield
-    finally:
-        BUILTIN_HANDLERS.remove(entry)
-        boto3.DEFAULT_SESSION = None
-        bootstrap.reset()
 
 
 @contextlib.contextmanager
