@@ -17,7 +17,7 @@ from rich.table import Table
 
 from automation.local_lambda import LocalLambda
 from automation.provision import provision, seed_servers
-from automation.sandbox import RealClock, Sandbox, SandboxSettings
+from automation.sandbox import DEFAULT_REGION, RealClock, Sandbox, SandboxSettings
 from automation.sandbox.settings import DurationModel
 from automation.stages import function_environment
 from automation.wave import Wave
@@ -49,7 +49,7 @@ def demo_environment() -> dict[str, str]:
     return {**env, **demo_settings().durations.handler_expectations()}
 
 
-def _subscribe(sandbox: Sandbox, region: str) -> str:
+def subscribe_downstream(sandbox: Sandbox, region: str = DEFAULT_REGION) -> str:
     """A downstream pipeline's queue for the distributor's events (what the demo reports it received)."""
     sqs, events = sandbox.client("sqs", region=region), sandbox.client("events", region=region)
     url = sqs.create_queue(QueueName=DOWNSTREAM_QUEUE)["QueueUrl"]
@@ -60,17 +60,21 @@ def _subscribe(sandbox: Sandbox, region: str) -> str:
     return url
 
 
-def _received(sandbox: Sandbox, region: str, url: str) -> list[dict]:
+def downstream_events(sandbox: Sandbox, url: str, region: str = DEFAULT_REGION) -> list[dict]:
+    """The events the downstream queue received (taken off it)."""
     sqs, found = sandbox.client("sqs", region=region), []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
         if not messages:
             return found
         for message in messages:
-            body = json.loads(message["Body"])
-            found.append({"detail-type": body["detail-type"], **{k: body["detail"].get(k) for k in (
-                "eventId", "jobId", "wave", "status", "reason", "counts", "report") if k in body["detail"]}})
+            found.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _summarised(event: dict) -> dict:
+    return {"detail-type": event["detail-type"], **{k: event["detail"].get(k) for k in (
+        "eventId", "jobId", "wave", "status", "reason", "counts", "report") if k in event["detail"]}}
 
 
 def run_demo(servers: int, endpoint_url: str | None, console: Console, live: bool) -> DemoResult:
@@ -80,7 +84,7 @@ def run_demo(servers: int, endpoint_url: str | None, console: Console, live: boo
                else Sandbox.remote(endpoint_url))
     try:
         stage = provision(sandbox, demo_environment())
-        downstream = _subscribe(sandbox, stage.region)
+        downstream = subscribe_downstream(sandbox, stage.region)
         wave = Wave(sandbox, stage, LocalLambda(sandbox, stage))
         if own_sandbox:
             source_servers = seed_servers(sandbox, servers, stage.region, stage.source_key_arn)
@@ -94,7 +98,7 @@ def run_demo(servers: int, endpoint_url: str | None, console: Console, live: boo
         _run_with_progress(wave, mgn_job, len(source_servers), console, live)
         jobs = wave.jobs()
         summary = _summary(wave, jobs, len(source_servers), sandbox, time.monotonic() - started)
-        summary["events"] = _received(sandbox, stage.region, downstream)
+        summary["events"] = [_summarised(e) for e in downstream_events(sandbox, downstream, stage.region)]
         announced = sum(e["detail-type"] == "AMI Distribution Wave Completed" for e in summary["events"])
         return DemoResult(summary, summary["done"] == len(source_servers) == len(jobs) and announced >= 1)
     finally:

@@ -57,21 +57,27 @@ def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
     assert sandbox.service_calls["mgn:DescribeJobs"] == 1  # the instances of all six came in one answer
 
 
-def test_copies_refused_for_the_destination_limit_wait_and_ask_again_instead_of_failing(make_sandbox):
-    """AWS runs a limited number of copies per destination region (ResourceLimitExceeded past it). Without our
-    admission (or when others' copies fill the destination), a refused copy waits in SQS for about as long as a
-    copy takes to free a slot, and never fails for it."""
+def six_jobs_where_two_copies_fit(make_sandbox, copy_slots: int):
+    """Six servers to two destinations that each run two copies at once, taken to the end: every job DONE."""
     from automation.sandbox.settings import ThrottleSettings
     from tests.integration.conftest import fast_settings
 
     sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
-    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "0"})
+    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": str(copy_slots)})
     wave.cutover(6)
     wave.run()
     jobs = wave.jobs()
     assert {j["status"] for j in jobs} == {"DONE"} and all(j["last_error"] is None for j in jobs)
+    return sandbox, wave, jobs
+
+
+def test_copies_refused_for_the_destination_limit_wait_and_ask_again_instead_of_failing(make_sandbox):
+    """AWS runs a limited number of copies per destination region (ResourceLimitExceeded past it). Without our
+    admission (or when others' copies fill the destination), a refused copy waits in SQS for about as long as a
+    copy takes to free a slot, and never fails for it."""
     from automation.sandbox.throttling import Throttling
 
+    sandbox, _, jobs = six_jobs_where_two_copies_fit(make_sandbox, copy_slots=0)
     refused = sandbox.extension(Throttling).copies_refused
     assert refused > 0  # the limit was reached
     assert sandbox.service_calls["ec2:CopyImage"] - 12 == refused
@@ -82,17 +88,10 @@ def test_copies_refused_for_the_destination_limit_wait_and_ask_again_instead_of_
 def test_with_copy_slots_no_copy_is_refused_and_every_slot_is_given_back(make_sandbox):
     """Admission: a copy starts only with one of the destination's slots, so copies past the limit queue in SQS
     and EC2 never refuses one; each slot is given back when its copy ends."""
-    from automation.sandbox.settings import ThrottleSettings
     from automation.sandbox.throttling import Throttling
     from chalicelib.adapters.copy_slots import DynamoCopySlots
-    from tests.integration.conftest import fast_settings
 
-    sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
-    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "2"})
-    wave.cutover(6)
-    wave.run()
-    jobs = wave.jobs()
-    assert {j["status"] for j in jobs} == {"DONE"} and all(j["last_error"] is None for j in jobs)
+    sandbox, wave, jobs = six_jobs_where_two_copies_fit(make_sandbox, copy_slots=2)
     assert sandbox.extension(Throttling).copies_refused == 0
     assert sandbox.service_calls["ec2:CopyImage"] == 12  # one per job and target, none asked twice
     slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])

@@ -4,36 +4,12 @@ import json
 
 import pytest
 
+from automation.demo import downstream_events as received, subscribe_downstream
 from automation.provision import SOURCE_KEY_ALIAS, key, seed_servers
 from automation.sandbox import SOURCE_ACCOUNT
 from automation.sandbox.mgn import MgnService
 from tests.integration.conftest import TARGET_A, TARGET_B, distribution, target
 from tests.integration.faults import crash_after
-
-DOWNSTREAM = "downstream-pipeline"
-
-
-def subscribe_downstream(sandbox) -> str:
-    """What a downstream IaC pipeline sets up: a rule on the stage's bus for the distributor's events, into a queue."""
-    sqs, events = sandbox.client("sqs"), sandbox.client("events")
-    url = sqs.create_queue(QueueName=DOWNSTREAM)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=DOWNSTREAM, EventPattern=json.dumps(
-        {"source": ["ami-distributor"], "detail-type": [{"prefix": "AMI Distribution "}]}))
-    events.put_targets(Rule=DOWNSTREAM, Targets=[{"Id": "queue", "Arn": arn}])
-    return url
-
-
-def received(sandbox, url: str) -> list[dict]:
-    sqs, events = sandbox.client("sqs"), []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return events
-        for message in messages:
-            events.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
 
 def publishing_target(**options) -> dict:
     spec = target(*TARGET_A)
