@@ -16,7 +16,7 @@ def packaged(tmp_path_factory):
     """stage -> (StageSpec, sam.json as a dict): `python -m automation package`'s work, once per stage."""
     cache = {}
 
-    def get(stage_name: str):
+    def get(stage_name: str, directory: bool = False):
         if stage_name not in cache:
             stage = deployment.StageSpec.load(stage_name)
             out = tmp_path_factory.mktemp(f"package-{stage_name}")
@@ -24,8 +24,9 @@ def packaged(tmp_path_factory):
             with LOCK.open("w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 sam_file = deployment.package(stage, out)
-            cache[stage_name] = (stage, json.loads(sam_file.read_text()))
-        return cache[stage_name]
+            cache[stage_name] = (stage, json.loads(sam_file.read_text()), out)
+        stage, sam, out = cache[stage_name]
+        return out if directory else (stage, sam)
 
     return get
 

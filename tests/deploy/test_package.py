@@ -2,10 +2,12 @@
 
 One test per stage, so each stage is packaged (≈ 4 s) on one worker only."""
 import copy
+import importlib.util
+import zipfile
 
 import pytest
 
-from automation import deployment
+from automation import deployment, stages
 from tests.deploy.conftest import STAGES
 
 FUNCTIONS = {"AdvanceJobs": "advance_jobs", "OnAmiEvent": "on_ami_event", "OnMgnEvent": "on_mgn_event"}
@@ -58,3 +60,21 @@ def test_package_is_one_complete_stack_that_transforms_and_lints(packaged, stage
         "FunctionResponseTypes")
     assert deployment.check_package(stage, broken, lint=False) == [
         "the SQS event source lacks FunctionResponseTypes: [ReportBatchItemFailures]"]
+
+
+def test_the_lambda_package_ships_our_bytecode_and_nothing_of_the_tooling(packaged):
+    """Lambda cannot write .pyc files (its /var/task is read-only): what the package holds is what a cold start
+    gets. Every chalicelib module comes with hash-checked bytecode for this Python, and nothing the operator
+    tooling or the tests use (automation/, moto, tests/) is importable in the function."""
+    with zipfile.ZipFile(packaged("dev", directory=True) / "deployment.zip") as package:
+        names = set(package.namelist())
+        sources = sorted(n for n in names if n.startswith("chalicelib/") and n.endswith(".py"))
+        for source in sources:
+            cached = importlib.util.cache_from_source(source)
+            assert cached in names, f"{source} ships without its bytecode"
+            flags = int.from_bytes(package.read(cached)[4:8], "little")
+            assert flags == 0b11, f"{cached} is not hash-checked"  # PEP 552: hash-based, check_source
+    assert len(sources) == len(list((stages.PROJECT_ROOT / "chalicelib").rglob("*.py")))
+    tops = {name.split("/")[0] for name in names}
+    assert {"app.py", "chalicelib", "aws_lambda_powertools", "boto3"} <= tops
+    assert not tops & {"automation", "moto", "tests", "responses", "typer", "rich", "hypothesis"}, tops
