@@ -315,7 +315,7 @@ def precompile_lambda_code(root: Path = stages.PROJECT_ROOT) -> None:
     """Bytecode for chalicelib/, which Chalice packages with the sources: Lambda's /var/task is read-only, so
     without it every cold start compiles every module of ours. Hash-checked .pyc files stay valid whatever
     timestamps the zip gives them, and are never used for a source they were not compiled from."""
-    if not compileall.compile_dir(str(root / "chalicelib"), quiet=1,
+    if not compileall.compile_dir(str(root / "chalicelib"), quiet=1, force=True,  # over a dev run's timestamped .pyc
                                   invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH):
         raise DeployError("chalicelib does not compile")
 
