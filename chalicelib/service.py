@@ -51,9 +51,6 @@ logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
 BUSY_SHARE_OF_COPY = 0.1  # a copy refused for the destination's copy limit asks again after this share of a copy
-# ...but no later than this: a slot frees when any of the destination's copies ends, not this one's, and the
-# longest copies (a wave's critical path) would otherwise wait longest for one
-BUSY_WAIT_CAP_S = 300
 COPY_SLOT_LEASE = 3  # a copy slot not given back within this many expected copy times is taken back
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
@@ -342,10 +339,9 @@ class Advancer:
             delay = self.settings.retry.delay(job.attempt, self.ports.draw())
             if error.kind is Kind.BUSY:
                 # a slot frees only when one of the destination's copies ends: minutes, not seconds. Ask again
-                # after a tenth of a copy's expected time, doubling while refused, at most BUSY_WAIT_CAP_S, on
-                # the poll grid.
+                # after a tenth of a copy's expected time, doubling while refused, on the poll grid.
                 share = BUSY_SHARE_OF_COPY * 2 ** min(job.attempt - 1, 3)
-                wait = max(delay, min(share * self.settings.expected_copy.seconds(job.size_gib), BUSY_WAIT_CAP_S))
+                wait = max(delay, share * self.settings.expected_copy.seconds(job.size_gib))
                 delay = self.settings.poll.delay_on_grid(now, wait)
             return delay
         job.note_error(error.code, error.message, now)

@@ -101,30 +101,6 @@ def test_with_copy_slots_no_copy_is_refused_and_every_slot_is_given_back(make_sa
         assert slots.holders(destination) == {}
 
 
-def test_a_long_copy_refused_a_slot_asks_again_within_minutes(make_sandbox):
-    """A slot frees when any of the destination's copies ends, not when this job's own copy would: a 1 TiB
-    server (a copy of ~3.5 h, the wave's critical path) asks again within minutes, not a share of its hours."""
-    from chalicelib.adapters.copy_slots import DynamoCopySlots
-    from chalicelib.service import BUSY_WAIT_CAP_S
-
-    sandbox = make_sandbox(SandboxSettings())  # AWS's own durations: the image is ready ~1.7 h after its launch
-    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "1"})
-    slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
-    freed_at = sandbox.clock.now() + 3 * 3600  # another wave's copies hold every slot for 3 h
-    destinations = ("222222222222/us-east-1", "333333333333/us-west-2")
-    for destination in destinations:
-        assert slots.take(destination, "another-wave-s-copy", freed_at, 1, sandbox.clock.now())
-    [server] = seed_servers(sandbox, 1, wave.stage.region, wave.stage.source_key_arn, layouts=[(30, [1000])])
-    sandbox.client("mgn", region=wave.stage.region).start_cutover(sourceServerIDs=[server])
-    wave.run()
-    [job] = wave.jobs()
-    assert job["status"] == "DONE", job["last_error"]
-    for destination in destinations:
-        started = job["copies"][destination]["started_at"]
-        # it waited for the slot, and took it soon after the other copy's lease ran out (the grid adds <= 60 s)
-        assert freed_at < started <= freed_at + BUSY_WAIT_CAP_S + 60
-
-
 def test_a_copy_slot_whose_holder_died_is_taken_back_when_its_lease_runs_out(sandbox):
     from chalicelib.adapters.copy_slots import DynamoCopySlots
 
