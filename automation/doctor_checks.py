@@ -25,6 +25,8 @@ COPYING_FUNCTIONS = ("advance_jobs", "on_ami_event")
 SHOWN = 5  # resources named in one check's detail before "and N more"
 # what the copying role does in a target (chalicelib/adapters/ec2.py): DryRun proves the permission
 TARGET_ACTIONS = ("CopyImage", "DescribeImages", "CreateTags")
+# and, for a target whose distribution names a launch template, what publishing the copy to it takes
+LAUNCH_TEMPLATE_ACTIONS = ("CreateLaunchTemplateVersion", "ModifyLaunchTemplate")
 # what CopyImage needs of the TARGET's key to encrypt the copy with it
 TARGET_KEY_USE = {name: actions for name, actions in key_policy.CROSS_ACCOUNT_COPY.items()} | {
     "kms:Encrypt": ("kms:Encrypt",)}
@@ -331,15 +333,23 @@ class Doctor:
 
     def _target_permissions(self, target: Target, session: boto3.Session, role_arn: str) -> Check:
         ec2 = self.client("ec2", session, target.region)
+        template = target.launch_template if target.copy else None
         probes = {
             "CopyImage": lambda: ec2.copy_image(DryRun=True, SourceImageId="ami-0123456789abcdef0",
                                                 SourceRegion=self.region, Name="ami-distributor-doctor"),
             "DescribeImages": lambda: ec2.describe_images(DryRun=True, Owners=["self"]),
             "CreateTags": lambda: ec2.create_tags(DryRun=True, Resources=["ami-0123456789abcdef0"],
                                                   Tags=[{"Key": "ami-distributor:doctor", "Value": "dry-run"}]),
+            # on the named template itself: the role may only touch templates their owners tagged for it
+            "CreateLaunchTemplateVersion": lambda: ec2.create_launch_template_version(
+                DryRun=True, LaunchTemplateName=template, SourceVersion="$Default",
+                LaunchTemplateData={"ImageId": "ami-0123456789abcdef0"}),
+            "ModifyLaunchTemplate": lambda: ec2.modify_launch_template(DryRun=True, LaunchTemplateName=template,
+                                                                       DefaultVersion="1"),
         }
+        actions = TARGET_ACTIONS + (LAUNCH_TEMPLATE_ACTIONS if template else ())
         denied = []
-        for action in TARGET_ACTIONS:
+        for action in actions:
             try:
                 probes[action]()
             except ClientError as error:
@@ -350,11 +360,15 @@ class Doctor:
                     continue
                 raise
         if denied:
+            fix = (f"allow {', '.join(denied)} in the role's policy (target-account-role.yaml, policy "
+                   "copy-shared-amis)")
+            if any(action.removeprefix("ec2:") in LAUNCH_TEMPLATE_ACTIONS for action in denied):
+                fix += (f"; for launch template {template}: deploy the role with UpdateLaunchTemplates=true and tag "
+                        "the template ami-distributor:managed=true")
             return Check("target.permissions", target.key, Status.FAIL, f"{role_arn} may not call {', '.join(denied)}",
-                         f"allow {', '.join(denied)} in the role's policy (target-account-role.yaml, policy "
-                         "copy-shared-amis)")
+                         fix)
         return Check("target.permissions", target.key, Status.PASS,
-                     f"{role_arn} may call {', '.join('ec2:' + a for a in TARGET_ACTIONS)} (DryRun)")
+                     f"{role_arn} may call {', '.join('ec2:' + a for a in actions)} (DryRun)")
 
     def _target_key(self, target: Target, session: boto3.Session, role_arn: str) -> Check:
         kms = self.client("kms", session, target.region)

@@ -1,6 +1,7 @@
 """doctor against the sandbox: each check passes on the provisioned (demo) stage and fails on a broken one."""
 import json
 
+from automation import provision
 from automation.doctor_checks import Status
 from automation.sandbox.mgn import MgnService
 from automation.sandbox import SOURCE_ACCOUNT
@@ -108,6 +109,42 @@ def test_a_role_that_may_not_copy_fails(stage, sandbox, diagnose):
     _, checks = diagnose()
     [check] = [c for c in by_check(checks, "target.permissions") if c.subject == f"{TARGET_A}/us-east-1"]
     assert check.status is Status.FAIL and "ec2:CopyImage, ec2:CreateTags" in check.detail
+
+
+def test_a_role_that_may_not_update_the_named_launch_template_fails(stage, sandbox):
+    """A target whose distribution names a launch template: doctor asks EC2 (DryRun, on that template) whether
+    the role may make it a new default version, and says how to grant it."""
+    from automation.deployment import StageSpec
+    from automation.doctor_checks import Doctor
+    from automation.stages import function_environment
+    from chalicelib import config
+
+    env = function_environment("local")
+    distribution = json.loads(env["DISTRIBUTION"])
+    distribution["targets"][0]["publish"] = {"launchTemplateName": "web-tier"}
+    settings = config.load({**env, "DISTRIBUTION": json.dumps(distribution)})
+    sandbox.client("ec2", account_id=TARGET_A).create_launch_template(
+        LaunchTemplateName="web-tier", LaunchTemplateData={"InstanceType": "t3.micro"})
+
+    def permissions():
+        checks = Doctor(settings, StageSpec.load("local"), sandbox.session(SOURCE_ACCOUNT, REGION)).run()
+        return {c.subject: c for c in by_check(checks, "target.permissions")}
+
+    allowed = permissions()
+    assert allowed[f"{TARGET_A}/us-east-1"].status is Status.PASS
+    assert "ec2:ModifyLaunchTemplate" in allowed[f"{TARGET_A}/us-east-1"].detail
+    assert "LaunchTemplate" not in allowed[f"{TARGET_B}/us-west-2"].detail  # names no template: not asked
+
+    iam = sandbox.client("iam", account_id=TARGET_A)
+    policy = json.loads(json.dumps(provision.TARGET_ROLE_POLICY))
+    for statement in policy["Statement"]:
+        statement["Action"] = [a for a in statement["Action"] if "LaunchTemplate" not in a]
+    iam.put_role_policy(RoleName="AmiDistributorCopyRole", PolicyName="copy-shared-amis",
+                        PolicyDocument=json.dumps(policy))
+    denied = permissions()[f"{TARGET_A}/us-east-1"]
+    assert denied.status is Status.FAIL
+    assert denied.detail.endswith("may not call ec2:CreateLaunchTemplateVersion, ec2:ModifyLaunchTemplate")
+    assert "UpdateLaunchTemplates=true" in denied.fix and "web-tier" in denied.fix
 
 
 def test_a_missing_or_unusable_target_key_fails(stage, sandbox, diagnose):
