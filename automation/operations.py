@@ -560,6 +560,10 @@ def _cancel_one(connection: StageConnection, job_id: str, who: str) -> str | Non
         rules.cancel(job, time.time(), by=who)
         job.version += 1
         job.token = new_token(job.job_id, job.version, "operator-cancel", uuid.uuid4().hex)
+        # its wave may end with it: its message lets the consumer say so (Advancer._announce, when the stage
+        # puts events). Sent before written, like every message: if the write loses, the message is stale.
+        job.announce_pending = True
+        connection.queue.send([(JobMessage(job.job_id, job.version, job.token), 0)])
         try:
             connection.store.save(job, read_version)
             return None

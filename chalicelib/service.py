@@ -615,18 +615,22 @@ class Advancer:
         return self._after_targets(job, None)
 
     def _announce(self, job: Job, delivery_id: str) -> str:
-        """The job ended (DONE or FAILED) and its events are not yet put: put the job's event, and its wave's
-        when this was the wave's last job, then record them as put. Put before written, like a message:
-        a crash in between puts them again (consumers dedupe on eventId), never loses them."""
+        """The job ended and its events are not yet put: put the job's event, and its wave's when this was the
+        wave's last job, then record them as put. Put before written, like a message: a crash in between puts
+        them again (consumers dedupe on eventId), never loses them. A job the operator cancelled has no event
+        of its own (the operator knows), but may be the last of its wave (operations.cancel sends its message)."""
         read_version = job.version
         report = publishing.report_location(job.wave, self.settings.table_name, self.settings.stage_name)
-        detail_type, detail = publishing.job_event(job, report)
-        entries = [(detail_type, detail, [f"ami-distributor:job/{job.job_id}"])]
-        counts = self._wave_counts(job)
+        entries = []
+        if job.status is not Status.CANCELLED:
+            detail_type, detail = publishing.job_event(job, report)
+            entries.append((detail_type, detail, [f"ami-distributor:job/{job.job_id}"]))
+        counts = self._wave_counts(job) if self.ports.events.enabled else None
         if counts is not None:
             detail_type, detail = publishing.wave_event(job.wave, counts, report)
             entries.append((detail_type, detail, [f"ami-distributor:wave/{job.wave}"]))
-        self.ports.events.put(entries)
+        if entries and self.ports.events.enabled:
+            self.ports.events.put(entries)
         job.announce_pending = False
         job.version += 1
         job.token = new_token(job.job_id, job.version, delivery_id)

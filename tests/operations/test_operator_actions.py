@@ -107,6 +107,7 @@ def test_letters_of_done_cancelled_and_unfixably_failed_jobs_are_dropped_not_rep
     kms.put_key_policy(KeyId=wave.stage.source_key_arn, Policy=json.dumps({**policy, "Statement": policy["Statement"][:1]}))
     replay_leaving_the_letter(cli, wave, failed)
     cli("cancel", cancelled, *LOCAL)
+    wave.run()  # the cancel's own message, which would announce the wave's end (this stage puts no events)
     before = {j["job_id"]: j for j in wave.jobs()}
     assert {k: (j["status"], j["reason"]) for k, j in before.items()} == {
         done: ("DONE", None), cancelled: ("CANCELLED", None), failed: ("FAILED", "SOURCE_KEY_UNUSABLE")}
@@ -261,3 +262,30 @@ def test_replay_over_http_follows_the_move_task(tmp_path):
         assert status["by_status"] == {"RUNNING": 3}
     finally:
         box.stop()
+
+
+def test_cancelling_the_last_running_job_of_a_wave_completes_the_wave(cli, start_wave, sandbox):
+    """The small server's job ends DONE while the big one's still runs, so its announcement names no wave. The
+    operator then cancels the big one: the wave is complete, and its event says so (a cancel is no news of
+    the job's own: no job event for it)."""
+    from automation.demo import downstream_events, subscribe_downstream
+    from automation.provision import seed_servers
+
+    downstream = subscribe_downstream(sandbox)
+    wave = start_wave(NO_CLEANUP, EVENT_BUS_NAME="default")
+    small, big = seed_servers(sandbox, 2, wave.stage.region, wave.stage.source_key_arn,
+                              layouts=[(10, []), (30, [2000])])
+    mgn_job = sandbox.client("mgn", region=wave.stage.region).start_cutover(sourceServerIDs=[small, big])["job"]["jobID"]
+    while not any(j["status"] == "DONE" and not j["announce_pending"] for j in wave.jobs()):
+        wave.runner.deliver_events() or wave.runner.advance() or sandbox.clock.advance(30) or sandbox.tick()
+    running = {j["source_server_id"]: j for j in wave.jobs() if j["status"] == "RUNNING"}
+    assert list(running) == [big]
+    assert [e["detail-type"] for e in downstream_events(sandbox, downstream)] == ["AMI Distribution Job Completed"]
+
+    assert cli.json("cancel", running[big]["job_id"], *LOCAL)["cancelled"] == [{"job_id": running[big]["job_id"]}]
+    wave.run()
+    events = downstream_events(sandbox, downstream)
+    assert [e["detail-type"] for e in events] == ["AMI Distribution Wave Completed"]
+    assert events[0]["detail"]["wave"] == mgn_job
+    assert events[0]["detail"]["counts"] == {"DONE": 1, "FAILED": 0, "CANCELLED": 1}
+    assert not any(j["announce_pending"] for j in wave.jobs())
