@@ -50,8 +50,10 @@ from .events import (AmiStateChange, DistributeRequest, InvalidEvent, JobMessage
 logger = Logger(service="ami-distributor")
 metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 
-BUSY_SHARE_OF_COPY = 0.1  # a copy refused for the destination's copy limit asks again after this share of a copy
+BUSY_SHARE_OF_COPY = 0.5  # a copy refused a slot asks again after this share of a copy (doubling)...
+BUSY_WAIT_MAX_S = 3600  # ...and after an hour at most (a copy left off a full line has only these asks)
 COPY_SLOT_LEASE = 3  # a copy slot not given back within this many expected copy times is taken back
+INTAKE_GRID_S = 10  # a new job's first step falls on multiples of this (epoch seconds)
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
@@ -110,7 +112,11 @@ class Intake:
                 stored = self.ports.store.get(job.job_id)
                 if stored and stored.version == 1 and stored.status is Status.RUNNING:
                     to_send.append(stored)  # our earlier try may have died before sending
-        self.ports.queue.send([(JobMessage(j.job_id, j.version, j.token), 0) for j in to_send])
+        # the first step looks at the launch and the instance's volumes: on a grid, the jobs launched within the
+        # same few seconds take it in one batch, with one DescribeVolumes (Advancer.look_ahead). A few seconds,
+        # not the poll grid: the launch of a whole MGN job in one go would overrun CreateImage's token bucket.
+        first_step = sqs_delay(math.ceil(self.ports.now() / INTAKE_GRID_S) * INTAKE_GRID_S - self.ports.now())
+        self.ports.queue.send([(JobMessage(j.job_id, j.version, j.token), first_step) for j in to_send])
         metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=len(created))
         logger.info("jobs taken in", extra={"jobs_created": created, "jobs_existing": existing})
         return {"created": created, "existing": existing}
@@ -198,6 +204,7 @@ class Advancer:
         self._seen: dict[str, Image] = {}  # images looked at for the whole batch (look_ahead)
         self._read: dict[str, Job] = {}  # jobs look_ahead read, each for its one message in the batch
         self._volumes: dict[str, list] = {}  # the volumes of the batch's instances about to be imaged (look_ahead)
+        self._freed: list[tuple[str, str]] = []  # (destination, its first waiter) for each slot this step gave back
         self._stages: dict[Stage, Callable[[Job], int | None]] = {
             Stage.WAIT_LAUNCH: self._wait_launch,
             Stage.CREATE_IMAGE: self._create_image,
@@ -252,7 +259,7 @@ class Advancer:
             if (job is None or job.status.terminal or (message.version, message.token) != (job.version, job.token)
                     or _not_yet_due(job, now)):
                 continue
-            if job.stage is Stage.CREATE_IMAGE:
+            if job.stage in (Stage.WAIT_LAUNCH, Stage.CREATE_IMAGE):  # a job past its launch images it next
                 to_image.append(job.instance_id)
             elif job.stage is Stage.WAIT_IMAGE and job.source_image_id:
                 due[None][job.source_image_id] = job.job_id
@@ -297,6 +304,7 @@ class Advancer:
         conditional on the version read. Stages that need no waiting (SHARE after the image is ready, COPY,
         CLEANUP) run on in the same invocation: a few calls each, so the work stays bounded."""
         read_version = job.version
+        self._freed = []
         delay = self._step(job)
         for _ in range(len(self._stages)):
             if delay != 0 or job.status.terminal:
@@ -319,7 +327,26 @@ class Advancer:
         except StaleJob:
             return "dropped: lost the race to another consumer"
         self._record(job)
+        freed, self._freed = self._freed, []
+        for destination, waiter in freed:
+            self._hand_on(destination, waiter, delivery_id)
         return f"{job.status.value} {job.stage.value}"
+
+    def _hand_on(self, destination: str, waiter: str, delivery_id: str) -> None:
+        """A slot just given back goes to the first copy in its line now, in this invocation, instead of at that
+        copy's next ask (which stays its backstop, and goes stale when this step is written)."""
+        job_id = waiter[: -len(destination) - 1]
+        self._read.pop(job_id, None)  # look_ahead's read of it is older than this step
+        try:
+            job = self.ports.store.get(job_id)
+            if job is None or job.status.terminal or job.stage is not Stage.COPY:
+                self.ports.copy_slots.leave_line(destination, waiter)
+                return
+            outcome = self._advance(job, f"{delivery_id}:slot:{destination}")
+        except AwsError as error:  # throttled, say: the waiter asks again on its own
+            logger.warning("a freed copy slot was not handed on", extra={"error": str(error)})
+            return
+        logger.info("freed copy slot handed on", extra={"waiting_job": job_id, "outcome": outcome})
 
     def _step(self, job: Job) -> int | None:
         """One stage; returns the follow-up delay, or None once the job is terminal."""
@@ -338,10 +365,10 @@ class Advancer:
             job.attempt += 1
             delay = self.settings.retry.delay(job.attempt, self.ports.draw())
             if error.kind is Kind.BUSY:
-                # a slot frees only when one of the destination's copies ends: minutes, not seconds. Ask again
-                # after a tenth of a copy's expected time, doubling while refused, on the poll grid.
+                # the copy waits in its destination's line, and whoever gives a slot back hands it to the line's
+                # first (_hand_on): this ask is only the backstop, after half a copy's expected time, doubling
                 share = BUSY_SHARE_OF_COPY * 2 ** min(job.attempt - 1, 3)
-                wait = max(delay, share * self.settings.expected_copy.seconds(job.size_gib))
+                wait = max(delay, min(BUSY_WAIT_MAX_S, share * self.settings.expected_copy.seconds(job.size_gib)))
                 delay = self.settings.poll.delay_on_grid(now, wait)
             return delay
         job.note_error(error.code, error.message, now)
@@ -529,14 +556,18 @@ class Advancer:
         if not self.settings.copy_slots:
             return
         now = self.ports.now()
-        lease = now + COPY_SLOT_LEASE * self.settings.expected_copy.seconds(job.size_gib)
-        if not self.ports.copy_slots.take(target.key, _slot_holder(job, target), lease, self.settings.copy_slots, now):
+        expected = self.settings.expected_copy.seconds(job.size_gib)
+        lease = now + COPY_SLOT_LEASE * expected
+        if not self.ports.copy_slots.take(target.key, _slot_holder(job, target), lease, self.settings.copy_slots, now,
+                                          claim=expected):
             raise AwsError("copy-slots:Take", "CopySlotsTaken",
                            f"all {self.settings.copy_slots} copy slots for {target.key} are held: the copy waits")
 
     def _give_back_copy_slot(self, job: Job, target: Target) -> None:
         if self.settings.copy_slots:
-            self.ports.copy_slots.give_back(target.key, _slot_holder(job, target))
+            waiter = self.ports.copy_slots.give_back(target.key, _slot_holder(job, target), self.ports.now())
+            if waiter:
+                self._freed.append((target.key, waiter))
 
     def _wait_copy(self, job: Job) -> int | None:
         now = self.ports.now()

@@ -1,4 +1,6 @@
 """Waiting on AWS: a job looks at an image when its size says it should be ready, not every 900 s before."""
+from collections import defaultdict
+
 from automation.provision import seed_servers
 from automation.sandbox import SandboxSettings
 from automation.wave import Wave
@@ -55,6 +57,7 @@ def test_launch_events_of_one_mgn_job_ask_mgn_once(sandbox):
     wave.run()
     assert {j["status"] for j in wave.jobs()} == {"DONE"}
     assert sandbox.service_calls["mgn:DescribeJobs"] == 1  # the instances of all six came in one answer
+    assert sandbox.service_calls["ec2:DescribeVolumes"] == 1  # their first steps shared a batch, and its look-ahead
 
 
 def six_jobs_where_two_copies_fit(make_sandbox, copy_slots: int):
@@ -101,24 +104,93 @@ def test_with_copy_slots_no_copy_is_refused_and_every_slot_is_given_back(make_sa
         assert slots.holders(destination) == {}
 
 
+def test_a_copy_that_waits_for_a_slot_starts_the_moment_one_is_given_back(make_sandbox):
+    """Whoever gives a slot back hands it to the first copy in line, in the same invocation: a waiting copy does
+    not sit out its own backstop wait while a slot stands free. (A job gives its slots back when the copy it
+    awaits ends, which may be its copy into another destination: so the moment is the end of some copy.)"""
+    from automation.sandbox.ec2_images import ImageFidelity
+    from automation.sandbox.settings import ThrottleSettings
+    from tests.integration.conftest import fast_settings
+
+    sandbox = make_sandbox(fast_settings(throttling=ThrottleSettings(copy_concurrency_limit=2)))
+    images, copy_ends = sandbox.extension(ImageFidelity), set()
+    finish = images._finish
+
+    def watched(job):  # observes the emulator, changes nothing
+        if job.kind == "copy":
+            copy_ends.add(sandbox.clock.now())
+        finish(job)
+
+    images._finish = watched
+    wave = Wave.start(sandbox, env_overrides={"COPY_SLOTS_PER_DESTINATION": "2"})
+    wave.cutover(6)
+    wave.run()
+    jobs = wave.jobs()
+    assert {j["status"] for j in jobs} == {"DONE"}
+    waited = [copy["started_at"] for j in jobs for copy in j["copies"].values()
+              if copy["started_at"] > next(h["at"] for h in j["history"] if h["stage"] == "COPY")]
+    assert len(waited) >= 4  # 12 copies, 2 at a time into each destination
+    assert set(waited) <= copy_ends
+
+
 def test_a_copy_slot_whose_holder_died_is_taken_back_when_its_lease_runs_out(sandbox):
     from chalicelib.adapters.copy_slots import DynamoCopySlots
 
     wave = Wave.start(sandbox)
     slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
     now = sandbox.clock.now()
-    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 600, 1, now)
-    assert not slots.take("222222222222/us-east-1", "next-job", now + 600, 1, now)  # full, and the lease is live
-    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 900, 1, now)  # a holder keeps its own slot
-    assert slots.take("222222222222/us-east-1", "next-job", now + 2000, 1, now + 901)  # lease out: taken back
+    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 600, 1, now, claim=200)
+    assert not slots.take("222222222222/us-east-1", "next-job", now + 600, 1, now, claim=200)  # full, lease live
+    assert slots.take("222222222222/us-east-1", "cancelled-job", now + 900, 1, now, claim=200)  # kept by its holder
+    assert slots.take("222222222222/us-east-1", "next-job", now + 2000, 1, now + 901, claim=200)  # taken back
     assert slots.holders("222222222222/us-east-1") == {"next-job": now + 2000}
-    slots.give_back("222222222222/us-east-1", "next-job")
-    slots.give_back("222222222222/us-east-1", "next-job")  # giving back twice (a redelivered step) is harmless
+    slots.give_back("222222222222/us-east-1", "next-job", now + 901)
+    slots.give_back("222222222222/us-east-1", "next-job", now + 901)  # twice (a redelivered step) is harmless
     assert slots.holders("222222222222/us-east-1") == {}
     # the slots share the jobs table: an operator's scan of the jobs does not see them
     from chalicelib.adapters.job_store import DynamoJobStore
     store = DynamoJobStore(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
     assert list(store.summaries()) == []
+
+
+def test_a_freed_copy_slot_goes_to_the_longest_waiting_copy_first(sandbox):
+    """A wave ends with its longest copy: one that waits must not lose every freed slot to short copies."""
+    from chalicelib.adapters.copy_slots import DynamoCopySlots
+
+    wave = Wave.start(sandbox)
+    slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"])
+    where, now = "222222222222/us-east-1", sandbox.clock.now()
+    until = now + 3600
+    assert slots.take(where, "running", until, 1, now, claim=600)
+    assert not slots.take(where, "short", until, 1, now, claim=300)
+    assert not slots.take(where, "long", until, 1, now, claim=9000)
+    assert [w.holder for w in slots.waiters(where)] == ["long", "short"]
+    assert slots.give_back(where, "running", now) == "long"  # whoever gives back learns whom to wake
+    assert not slots.take(where, "short", until, 1, now, claim=300)  # the free slot is the longer claim's
+    assert not slots.take(where, "newcomer", until, 1, now, claim=60)
+    assert slots.take(where, "long", until, 1, now, claim=9000)
+    assert [w.holder for w in slots.waiters(where)] == ["short", "newcomer"]  # it left the line
+    assert slots.give_back(where, "long", now) == "short"
+    assert slots.give_back(where, "long", now) is None  # given back twice: nothing more to hand on
+    # a registration that ran out (its job ended, say) keeps nobody from a slot
+    assert slots.take(where, "late", now + 7200, 1, now + 3601, claim=60)
+    assert slots.waiters(where) == []  # and is swept on the way
+
+
+def test_the_copy_line_keeps_its_longest_claims_only(sandbox):
+    """The line lives in one DynamoDB item (400 KB at most): a wave of 10,000 copies into one destination must not
+    outgrow it. A copy left off the line still asks again on its own."""
+    from chalicelib.adapters.copy_slots import DynamoCopySlots
+
+    wave = Wave.start(sandbox)
+    slots = DynamoCopySlots(sandbox.client("dynamodb", region=wave.stage.region), wave.stage.env["JOBS_TABLE"],
+                            line_length=2)
+    where, now = "222222222222/us-east-1", sandbox.clock.now()
+    assert slots.take(where, "a", now + 3600, 2, now, claim=100) and slots.take(where, "b", now + 3600, 2, now, claim=100)
+    for name, claim in (("c", 50), ("d", 70), ("e", 10), ("f", 90)):
+        assert not slots.take(where, name, now + 3600, 2, now, claim=claim)
+    assert [w.holder for w in slots.waiters(where)] == ["f", "d"]  # the two longest claims
+    assert slots.holders(where).keys() == {"a", "b"}
 
 
 def test_a_throttled_table_during_the_look_ahead_costs_one_call_not_the_batch(sandbox):

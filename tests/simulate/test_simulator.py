@@ -52,6 +52,17 @@ def test_no_run_beats_the_lower_bound_whatever_the_faults(seed, faults):
         assert summary["ami_events_dropped"] > 0 and summary["done"] == 2  # polling is the backstop
 
 
+def test_jobs_launched_together_take_their_first_step_in_one_batch():
+    """An MGN job launches its servers within minutes. Their jobs' first steps fall on a 10 s grid, so a batch
+    holds several, and its look-ahead reads all their instances' volumes in one DescribeVolumes; the grid is fine
+    enough that CreateImage stays within its token bucket."""
+    summary = simulate(SimOptions(servers=60, seed=1, targets=1)).summary
+    assert summary["done"] == 60
+    calls = summary["api_calls"]
+    assert calls["ec2:DescribeVolumes"] <= 60 / 4
+    assert calls["ec2:CreateImage"] == 60 and summary["throttled_calls"] == 0
+
+
 def greedy_schedule(ready, durations, burst, rate, limit):
     """A feasible schedule: each item, in ready order, starts when it is ready, a token is in the bucket
     and a slot is free. Whatever it does, it cannot finish before the bound."""
