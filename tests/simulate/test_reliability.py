@@ -206,3 +206,12 @@ def test_ci_chaos_at_200_servers_every_invariant_holds(seed):
     summary = result.summary
     assert summary["faults_injected"]["crashes"] > 0 and summary["faults_injected"]["duplicates"] > 0
     assert summary["ami_events_dropped"] > 0
+
+
+def test_chaos_with_copies_queued_for_their_slots_every_invariant_holds():
+    """The copy line under every fault: 60 servers' 120 copies through 8 slots per destination, so most copies
+    wait in line and are handed their slot by the job that gives it back, while crashes, duplicates and
+    overtaken invocations hit both the giver and the waiter."""
+    result = simulate(SimOptions(servers=60, seed=5, faults="chaos", overrides={"COPY_SLOTS_PER_DESTINATION": "8"}))
+    assert_invariants_hold(result)
+    assert result.summary["faults_injected"]["crashes"] > 0 and result.summary["faults_injected"]["overtaken"] > 0
