@@ -14,6 +14,8 @@ The message protocol (why no job is lost and no work is done twice):
   again unchanged, a hop: no AWS call, no write.
 - Waking (the AMI event): the step runs in the event's invocation, under the same send-then-write
   rule, as if it held the job's message; that message then goes stale, or stays as the backstop.
+  Handing on (a copy slot given back) is the same: after its own write, the giver runs the step of
+  the first copy in the slot's line.
 - Intake writes the job first (conditional put) and then sends; a redelivered event finds the job
   and re-sends its first message, which at worst duplicates it (the duplicate goes stale).
 - Every stage is idempotent: CreateImage by name, CopyImage by ClientToken, shares and cleanup
