@@ -55,7 +55,7 @@ metrics = Metrics(namespace="AmiDistributor", service="ami-distributor")
 BUSY_SHARE_OF_COPY = 0.5  # a copy refused a slot asks again after this share of a copy (doubling)...
 BUSY_WAIT_MAX_S = 3600  # ...and after an hour at most (a copy left off a full line has only these asks)
 COPY_SLOT_LEASE = 3  # a copy slot not given back within this many expected copy times is taken back
-INTAKE_GRID_S = 10  # a new job's first step falls on multiples of this (epoch seconds)
+FIRST_STEP_GRID_DIVISOR = 6  # a new job's first step falls on a grid this many times finer than the poll grid
 HOP_SLACK_S = 1  # a message due within this of the job's wake time does the step (delays are whole seconds)
 # MGN publishes no figure for its post-launch actions (SSM documents); the sandbox models 300 s
 POST_LAUNCH_EXPECTED = Expected(300, 0)
@@ -115,9 +115,10 @@ class Intake:
                 if stored and stored.version == 1 and stored.status is Status.RUNNING:
                     to_send.append(stored)  # our earlier try may have died before sending
         # the first step looks at the launch and the instance's volumes: on a grid, the jobs launched within the
-        # same few seconds take it in one batch, with one DescribeVolumes (Advancer.look_ahead). A few seconds,
-        # not the poll grid: the launch of a whole MGN job in one go would overrun CreateImage's token bucket.
-        first_step = sqs_delay(math.ceil(self.ports.now() / INTAKE_GRID_S) * INTAKE_GRID_S - self.ports.now())
+        # same few seconds take it in one batch, with one DescribeVolumes (Advancer.look_ahead). A sixth of the
+        # poll grid (10 s by default): the launch of a whole MGN job in one go would overrun CreateImage's bucket.
+        grid = max(1, self.settings.poll.grid_s // FIRST_STEP_GRID_DIVISOR)
+        first_step = sqs_delay(math.ceil(self.ports.now() / grid) * grid - self.ports.now())
         self.ports.queue.send([(JobMessage(j.job_id, j.version, j.token), first_step) for j in to_send])
         metrics.add_metric(name="JobsStarted", unit=MetricUnit.Count, value=len(created))
         logger.info("jobs taken in", extra={"jobs_created": created, "jobs_existing": existing})

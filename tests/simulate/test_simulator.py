@@ -53,7 +53,7 @@ def test_no_run_beats_the_lower_bound_whatever_the_faults(seed, faults):
 
 
 def test_jobs_launched_together_take_their_first_step_in_one_batch():
-    """An MGN job launches its servers within minutes. Their jobs' first steps fall on a 10 s grid, so a batch
+    """An MGN job launches its servers within minutes. Their jobs' first steps fall on a 10 s grid (a sixth of the poll grid), so a batch
     holds several, and its look-ahead reads all their instances' volumes in one DescribeVolumes; the grid is fine
     enough that CreateImage stays within its token bucket."""
     summary = simulate(SimOptions(servers=60, seed=1, targets=1)).summary
