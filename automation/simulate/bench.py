@@ -62,11 +62,11 @@ def per_seed(seeds: list[int], runs: list[dict], quiet: list[dict]) -> list[str]
     return lines
 
 
-def table(servers: int, seeds: list[int], targets: int = 2, jobs: int = 1, plot_to: Path | None = None,
-          seed_lines: list[str] | None = None) -> list[tuple[str, str, bool]]:
+def table(servers: int, seeds: list[int], targets: int = 2, jobs: int = 1,
+          plot_to: Path | None = None) -> tuple[list[tuple[str, str, bool]], list[str]]:
     """Every seed twice (events on with the baseline; every AMI event lost), `jobs` runs at a time: each run is
-    deterministic on its own, so running them side by side changes no figure but the wall times. Each seed's
-    own line goes into `seed_lines` when given."""
+    deterministic on its own, so running them side by side changes no figure but the wall times. Returns the
+    targets' rows and each seed's own line."""
     plan = [(servers, seed, targets, faults) for faults in ("none", "no-events") for seed in seeds]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         measured = list(pool.map(_measure, *zip(*plan)))
@@ -76,8 +76,6 @@ def table(servers: int, seeds: list[int], targets: int = 2, jobs: int = 1, plot_
         from .plot import plot
 
         plot(runs[0], measured[0][1], plot_to)
-    if seed_lines is not None:
-        seed_lines.extend(per_seed(seeds, runs, quiet))
     worst = lambda key, pick=max, src=runs: pick(r[key] for r in src)  # noqa: E731
     ratio = max(r["makespan_s"] / r["lower_bound_s"] for r in runs)
     lag_on = max(r["detection_lag_s"]["median"] for r in runs)
@@ -85,7 +83,7 @@ def table(servers: int, seeds: list[int], targets: int = 2, jobs: int = 1, plot_
     vs = [r["versus_baseline"] for r in runs]
     unsafe_ok = all(r["unsafe_cleanups"] == 0 for r in runs)
     boto3_s, app_s = cold_start_seconds()
-    return [
+    rows = [
         ("makespan <= 1.05 x lower bound", f"{ratio:.3f} x", ratio <= 1.05),
         ("throttled calls <= 1% and none a failure",
          f"{worst('throttled_share'):.2%}, {worst('throttle_failures')} failures",
@@ -105,6 +103,7 @@ def table(servers: int, seeds: list[int], targets: int = 2, jobs: int = 1, plot_
         ("cold start: import app <= 1.3 x import boto3", f"{app_s / boto3_s:.2f} x ({app_s:.3f} / {boto3_s:.3f} s)",
          app_s / boto3_s <= 1.3),
     ]
+    return rows, per_seed(seeds, runs, quiet)
 
 
 def main() -> None:
@@ -115,9 +114,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="a PNG of the first seed's wave beside the runbook's")
     args = parser.parse_args()
     low, _, high = args.seeds.partition("-")
-    seed_lines: list[str] = []
-    rows = table(args.servers, list(range(int(low), int(high or low) + 1)), jobs=args.jobs, plot_to=args.plot,
-                 seed_lines=seed_lines)
+    rows, seed_lines = table(args.servers, list(range(int(low), int(high or low) + 1)), jobs=args.jobs,
+                             plot_to=args.plot)
     print("| target | measured | met |\n| --- | --- | --- |")
     for name, value, met in rows:
         print(f"| {name} | {value} | {'yes' if met else 'no'} |")
